@@ -1,0 +1,141 @@
+//! `rankseg bench`: the predictors timed on seeded smooth softmax maps at the sizes of
+//! the papers' datasets. Ratios against argmax come from the same run.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use serde::Serialize;
+
+use crate::atomic::write_string_atomic;
+use crate::predict::{predict, Metric, PredictOptions, ProbMap, Solver};
+use crate::report::Table;
+use crate::synthetic::{softmax_map, MapSpec};
+use crate::tensor_io::write_npy;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Comma-separated sizes: voc (1x21x512x512), ade20k (1x150x512x512),
+    /// cityscapes (1x19x1024x2048), binary (1x2x512x512).
+    #[arg(long, default_value = "voc,ade20k,cityscapes,binary", value_delimiter = ',')]
+    sizes: Vec<String>,
+    /// Timed repetitions per method (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Two repetitions and the two smaller sizes only (voc, binary), for a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Writes bench.csv and bench.md here.
+    #[arg(long, default_value = "results/bench/rust")]
+    out: PathBuf,
+    /// Also saves each input map as DIR/<size>.npy (for scripts/bench_vs_rankseg.py).
+    #[arg(long)]
+    dump_inputs: Option<PathBuf>,
+    /// Also writes the timings as JSON ([{size, method, seconds}]).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn size_spec(name: &str) -> Result<MapSpec> {
+    let (classes, height, width, present) = match name {
+        "voc" => (21, 512, 512, 3),
+        "ade20k" => (150, 512, 512, 8),
+        "cityscapes" => (19, 1024, 2048, 10),
+        "binary" => (2, 512, 512, 2),
+        other => bail!("unknown bench size '{other}' (expected voc, ade20k, cityscapes or binary)"),
+    };
+    Ok(MapSpec {
+        classes,
+        height,
+        width,
+        grid: 12,
+        sharpness: 3.0,
+        present,
+    })
+}
+
+const METHODS: [(&str, Solver, Metric); 4] = [
+    ("argmax", Solver::Argmax, Metric::Dice),
+    ("threshold", Solver::Threshold, Metric::Dice),
+    ("rma_dice", Solver::Rma, Metric::Dice),
+    ("rma_iou", Solver::Rma, Metric::Iou),
+];
+
+#[derive(Serialize)]
+struct Timing {
+    size: String,
+    method: String,
+    seconds: f64,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let (sizes, repeats) = if args.quick {
+        (vec!["voc".to_string(), "binary".to_string()], 2)
+    } else {
+        (args.sizes.clone(), args.repeats.max(1))
+    };
+    let mut timings = Vec::new();
+    let mut table = Table::new(&["size", "method", "median_s", "vs_argmax"]);
+    for size in &sizes {
+        let spec = size_spec(size)?;
+        let probs = softmax_map(&spec, 2023);
+        let shape = [1, spec.classes, spec.height, spec.width];
+        if let Some(dir) = &args.dump_inputs {
+            write_npy(&dir.join(format!("{size}.npy")), &shape, &probs)?;
+        }
+        let map = ProbMap::new(&probs, &shape)?;
+        let mut argmax_s = f64::NAN;
+        for (method, solver, metric) in METHODS {
+            let mut options = PredictOptions {
+                solver,
+                metric,
+                ..PredictOptions::default()
+            };
+            if solver == Solver::Threshold {
+                options.output_mode = crate::predict::OutputMode::Multilabel;
+            }
+            predict(&map, &options)?; // warm-up
+            let mut runs: Vec<f64> = (0..repeats)
+                .map(|_| {
+                    let start = Instant::now();
+                    let out = predict(&map, &options);
+                    let s = start.elapsed().as_secs_f64();
+                    out.map(|_| s)
+                })
+                .collect::<Result<_, _>>()?;
+            runs.sort_by(f64::total_cmp);
+            let median = runs[runs.len() / 2];
+            if method == "argmax" {
+                argmax_s = median;
+            }
+            eprintln!(
+                "{size:>10} {method:>9}: {:.4} s (x{:.2} argmax)",
+                median,
+                median / argmax_s
+            );
+            table.push(vec![
+                size.clone(),
+                method.into(),
+                format!("{median:.4}"),
+                format!("{:.2}", median / argmax_s),
+            ]);
+            timings.push(Timing {
+                size: size.clone(),
+                method: method.into(),
+                seconds: median,
+            });
+        }
+    }
+    let preamble = format!(
+        "Median of {repeats} runs, {} threads ({}), seeded smooth softmax maps.\n\n",
+        rayon::current_num_threads(),
+        std::env::consts::ARCH
+    );
+    table.write(&args.out, "bench", &preamble)?;
+    print!("{preamble}{}", table.to_markdown());
+    if let Some(path) = &args.json {
+        write_string_atomic(path, &serde_json::to_string_pretty(&timings)?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! The `rankseg` command line: one file per subcommand.
+
+mod bench;
+mod demo;
+mod predict;
+mod score;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "rankseg",
+    version,
+    about = "Metric-optimal segmentation predictions (RankSEG) and the papers' tables"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Turn a probability map (.npy) into a prediction (.npy).
+    Predict(predict::PredictArgs),
+    /// Score a prediction against a label map and print the reference metrics as JSON.
+    Score(score::ScoreArgs),
+    /// Time the predictors on seeded synthetic maps and write the figures.
+    Bench(bench::BenchArgs),
+    /// The embedded default: a seeded synthetic benchmark comparing argmax, threshold and RMA.
+    Demo(demo::DemoArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Predict(args) => predict::run(args),
+        Command::Score(args) => score::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,66 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::predict::{
+    self, Metric, OutputMode, PredictOptions, Prediction, Prob, ProbMap, Solver, UnassignedPolicy,
+};
+use crate::tensor_io::{read_probs, write_npy, ProbArray};
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// Probabilities, (B, C, *spatial) float32 or float64, C order.
+    #[arg(long)]
+    probs: PathBuf,
+    /// Where to write the prediction (.npy); nothing is written on error.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "rma")]
+    solver: Solver,
+    /// The metric RMA optimises (argmax and threshold ignore it).
+    #[arg(long, default_value = "dice")]
+    metric: Metric,
+    #[arg(long, default_value = "multiclass")]
+    output_mode: OutputMode,
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    smooth: f64,
+    /// Classes whose largest probability is at most this select nothing.
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    pruning_prob: f64,
+    #[arg(long, default_value = "max_score")]
+    unassigned_policy: UnassignedPolicy,
+    #[arg(long, default_value_t = predict::DEFAULT_VOID_INDEX, allow_negative_numbers = true)]
+    void_index: i64,
+}
+
+pub fn run(args: PredictArgs) -> Result<()> {
+    let options = PredictOptions {
+        solver: args.solver,
+        metric: args.metric,
+        output_mode: args.output_mode,
+        smooth: args.smooth,
+        pruning_prob: args.pruning_prob,
+        unassigned_policy: args.unassigned_policy,
+        void_index: args.void_index,
+    };
+    let probs = read_probs(&args.probs)?;
+    let shape = probs.shape().to_vec();
+    let prediction = match &probs {
+        ProbArray::F32(data, _) => run_typed(data, &shape, &options),
+        ProbArray::F64(data, _) => run_typed(data, &shape, &options),
+    }
+    .with_context(|| format!("cannot predict from {}", args.probs.display()))?;
+    match prediction {
+        Prediction::ClassMap(classes) => {
+            let out_shape: Vec<usize> = [shape[0]].into_iter().chain(shape[2..].iter().copied()).collect();
+            write_npy(&args.out, &out_shape, &classes)
+        }
+        Prediction::Masks(masks) => write_npy(&args.out, &shape, &masks),
+    }
+}
+
+fn run_typed<T: Prob>(data: &[T], shape: &[usize], options: &PredictOptions) -> Result<Prediction> {
+    let map = ProbMap::new(data, shape)?;
+    Ok(predict::predict(&map, options)?)
+}

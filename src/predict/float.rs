@@ -1,0 +1,77 @@
+//! The working precision of the predictors.
+//!
+//! rankseg 0.0.8 scores volumes in the input's own dtype (float32 maps are scored in
+//! float32). Near the optimum the scores of neighbouring volumes differ by less than a
+//! float32 rounding step, so reproducing its masks means doing the same arithmetic in the
+//! same precision. `Prob` is that precision: f32 or f64.
+
+use std::fmt::Debug;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+pub trait Prob:
+    Copy
+    + Debug
+    + Default
+    + PartialOrd
+    + Send
+    + Sync
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + 'static
+{
+    const ZERO: Self;
+    const ONE: Self;
+    /// A relative bound on how far a score computed in this precision can stray from its
+    /// exact value (a few dozen rounding steps: the score chains about ten operations).
+    const SCORE_TOLERANCE: f64;
+
+    fn from_f64(value: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn is_finite(self) -> bool;
+
+    /// An integer count in this precision, as torch converts an int64 tensor.
+    fn from_count(count: usize) -> Self {
+        Self::from_f64(count as f64)
+    }
+
+    /// `other / self` the way torch evaluates `python_float / tensor`: as
+    /// `tensor.reciprocal() * python_float`, two roundings rather than one.
+    fn rdiv(self, other: Self) -> Self {
+        (Self::ONE / self) * other
+    }
+}
+
+impl Prob for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const SCORE_TOLERANCE: f64 = 4e-6;
+
+    fn from_f64(value: f64) -> Self {
+        value as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
+}
+
+impl Prob for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const SCORE_TOLERANCE: f64 = 1e-12;
+
+    fn from_f64(value: f64) -> Self {
+        value
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn is_finite(self) -> bool {
+        f64::is_finite(self)
+    }
+}

@@ -1,0 +1,37 @@
+//! Shared helpers for the integration tests: fixture discovery and parameter parsing.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind);
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no fixtures under {}", dir.display());
+    cases
+}
+
+pub fn params(case: &Path) -> serde_json::Value {
+    let path = case.join("params.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The `rankseg predict` flags a fixture's params.json stands for.
+pub fn predict_flags(case: &Path) -> Vec<String> {
+    let params = params(case);
+    params
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(k, v)| {
+            let value = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            [format!("--{}", k.replace('_', "-")), value]
+        })
+        .collect()
+}

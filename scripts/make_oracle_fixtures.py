@@ -20,8 +20,9 @@ manifest.json                per case: shapes, dtypes, diagnostics (see below)
 
 Diagnostics per RMA case (printed and stored in manifest.json):
   tie_split_rows  rows whose selected set splits a group of equal probabilities;
-                  torch.sort is not stable, so such rows would make the oracle depend
-                  on torch's sort internals.  The script fails if any case has one.
+                  torch.sort is not stable, so such rows pin torch's sort order (which
+                  the Rust side reproduces).  Cases named *_tiesplit must have one, the
+                  others must not; the script fails otherwise.
   f64_diff_px     pixels that differ when rankseg is re-run on the float64 copy of a
                   float32 input (0 means the case is not sensitive to rounding).
 """
@@ -78,10 +79,9 @@ metrics from `scripts/reference_metrics.py` (numpy, float64).
   [unassigned_policy, void_index])`; argmax -> `RankSEG(metric="acc", solver="argmax",
   output_mode)` (multilabel: one-hot masks); threshold -> `RankSEG(metric="acc",
   solver="TR", output_mode="multilabel")` (p > 0.5).
-- No RMA case has a selected set that splits a group of equal probabilities
-  (torch.sort is not stable, so such a case would pin torch's sort internals), and
-  re-running each float32 case in float64 gives the same output (manifest.json:
-  `tie_split_rows`, `f64_diff_px`).
+- Only the `*_tiesplit` cases have a selected set that splits a group of equal
+  probabilities (torch.sort is not stable: they pin its order, which the Rust side
+  reproduces); manifest.json records `tie_split_rows` and `f64_diff_px` per case.
 - Multiclass merge, Dice with smooth s > 0: rankseg 0.0.8 uses the exact change of
   score(t) = 2S/(mu+t+1+s) + s/(mu+t+s), i.e. with A = n_c + mu_c + 1 + s,
   2(p A - m_c)/(A(A+1)) - s/(A(A-1)); the formula written in SPEC.md
@@ -102,6 +102,10 @@ metrics from `scripts/reference_metrics.py` (numpy, float64).
 Inputs every predictor must reject (`single_channel_multiclass.npy` is valid for
 multilabel output but must be rejected for multiclass output; `fortran_order.npy` has
 valid values but a Fortran-order header).
+
+## sort/
+`<name>.values.npy` (float32 rows) and `<name>.order.npy` (int64): the permutation
+`torch.sort(values, descending=True)` returns, ties included.
 
 `manifest.json` lists shapes, dtypes and diagnostics per case.
 """
@@ -301,7 +305,33 @@ def predict_cases():
     add("threshold_ml_c1", 133,
         lambda r: sigmoid_probs(r, 2, 1, (16, 16), scale=3.0), solver="threshold",
         output_mode="multilabel")
+    # Float32 maps whose optimal set cuts through a run of equal probabilities: which of
+    # the tied pixels rankseg keeps is decided by torch's (unstable) sort. Cases named
+    # "*_tiesplit" must split a run (checked below); all others must not.
+    tiesplit = lambda r: bilinear_softmax(r, 2, 96, 6, 2.0)  # noqa: E731
+    add("rma_dice_ml_tiesplit", 17, tiesplit, output_mode="multilabel")
+    add("rma_iou_ml_tiesplit", 17, tiesplit, metric="iou", smooth=1.0, output_mode="multilabel")
+    add("rma_iou_mc_tiesplit", 17, tiesplit, metric="iou")
     return cases
+
+
+def bilinear_softmax(rng, classes, size, grid, scale):
+    """A float32 softmax of bilinearly upsampled logits (exact repeats from the grid)."""
+    z = torch.from_numpy(rng.standard_normal((1, classes, grid, grid)).astype(np.float32) * scale)
+    up = F.interpolate(z, size=(size, size), mode="bilinear", align_corners=False)
+    return np.ascontiguousarray(torch.softmax(up, dim=1).numpy())
+
+
+def sort_cases(rng):
+    """Rows and torch.sort(descending=True)'s permutation: the unstable tie order."""
+    rows = {
+        "uniform": rng.random(1000, dtype=np.float32),
+        "eighths": (rng.integers(0, 9, 5000) / 8.0).astype(np.float32),
+        "few_values": (rng.integers(0, 3, 300) / 2.0).astype(np.float32),
+        "short": (rng.integers(0, 4, 15) / 4.0).astype(np.float32),
+    }
+    return {name: (row, torch.sort(torch.from_numpy(row), descending=True)[1].numpy().astype(np.int64))
+            for name, row in rows.items()}
 
 
 # ----------------------------------------------------------------------------- metrics cases
@@ -492,7 +522,7 @@ def main():
     root = args.out
     manifest = {"rankseg": rankseg.__version__, "torch": torch.__version__, "numpy": np.__version__,
                 "predict": {}, "metrics": {}, "invalid": {}}
-    for sub in ("predict", "metrics", "invalid"):
+    for sub in ("predict", "metrics", "invalid", "sort"):
         shutil.rmtree(os.path.join(root, sub), ignore_errors=True)
         os.makedirs(os.path.join(root, sub))
 
@@ -550,7 +580,7 @@ def main():
                 extra = f" overlap={multi} unassigned={none} void={nvoid}"
             extra = (f" active={info['active_rows']}/{b * c} sel={info['selected_px']}"
                      f" tie_split={splits} f64diff={d64}" + extra)
-            if splits:
+            if bool(splits) != name.endswith("_tiesplit"):
                 bad_cases.append(name)
         d = os.path.join(root, "predict", name)
         os.makedirs(d)
@@ -595,6 +625,12 @@ def main():
         print(f"invalid/{name}.npy: {arr.dtype}{list(arr.shape)}"
               f"{' fortran' if manifest['invalid'][name]['fortran_order'] else ''}")
 
+    os.makedirs(os.path.join(root, "sort"), exist_ok=True)
+    for name, (row, order) in sort_cases(np.random.default_rng(7)).items():
+        save_npy(os.path.join(root, "sort", name + ".values.npy"), row)
+        save_npy(os.path.join(root, "sort", name + ".order.npy"), order)
+        print(f"sort/{name}: {row.size} values, {row.size - np.unique(row).size} repeats")
+
     save_json(os.path.join(root, "manifest.json"), manifest)
     with open(os.path.join(root, "README.md"), "w") as f:
         f.write(README)
@@ -604,7 +640,7 @@ def main():
             total += os.path.getsize(os.path.join(dp, f))
     print(f"total fixture size: {total / 1e6:.3f} MB under {root}")
     if bad_cases:
-        print("ERROR: tie-split rows (oracle depends on torch sort order):", bad_cases)
+        print("ERROR: tie splits where none was meant, or none where one was:", bad_cases)
         return 1
     return 0
 

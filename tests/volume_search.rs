@@ -4,20 +4,20 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rankseg::predict::volume::{optimal_cut, Cut};
-use rankseg::predict::{predict, Metric, OutputMode, PredictOptions, Prob, ProbMap, RmaObjective};
+use rankseg::predict::{
+    predict, torch_sort_order, torch_sum, Metric, OutputMode, PredictOptions, Prob, ProbMap, RmaObjective,
+};
 use rankseg::synthetic::{softmax_map, MapSpec};
 
-/// The definition: sort the whole row (descending, stable), score every volume in the
-/// input precision, take the first argmax.
+/// The definition: sort the whole row as torch does, score every volume in the input
+/// precision, take the first argmax.
 fn cut_by_full_sort<T: Prob>(row: &[T], objective: &RmaObjective) -> Option<Cut<T>> {
-    let mut order: Vec<usize> = (0..row.len()).collect();
-    order.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap());
-    let mu: f64 = row.iter().map(|p| p.to_f64()).sum();
-    let mu_t = T::from_f64(mu);
+    let order = torch_sort_order(row);
+    let mu_t = torch_sum(row);
     let (mut best_t, mut best) = (0, objective.in_precision(0, T::ZERO, mu_t));
     let mut s = 0.0f64;
     for (k, &i) in order.iter().enumerate() {
-        s += row[i].to_f64();
+        s += row[i as usize].to_f64();
         let score = objective.in_precision(k + 1, T::from_f64(s), mu_t);
         if score > best {
             (best_t, best) = (k + 1, score);
@@ -26,12 +26,18 @@ fn cut_by_full_sort<T: Prob>(row: &[T], objective: &RmaObjective) -> Option<Cut<
     if best_t == 0 {
         return None;
     }
-    let value = row[order[best_t - 1]];
-    let splits = order.get(best_t).map(|&i| row[i]) == Some(value);
-    Some(Cut {
-        value,
-        tie_end: if splits { order[best_t - 1] + 1 } else { usize::MAX },
-    })
+    let value = row[order[best_t - 1] as usize];
+    let splits = order.get(best_t).is_some_and(|&i| row[i as usize] == value);
+    let ties = splits.then(|| {
+        let mut ties: Vec<u32> = order[..best_t]
+            .iter()
+            .copied()
+            .filter(|&i| row[i as usize] == value)
+            .collect();
+        ties.sort_unstable();
+        ties.into_boxed_slice()
+    });
+    Some(Cut { value, ties })
 }
 
 fn rows(seed: u64) -> Vec<Vec<f32>> {
@@ -71,22 +77,26 @@ fn binned_search_equals_full_sort() {
         for row in rows(seed) {
             let max = row.iter().copied().fold(0.0f32, f32::max);
             let mu: f64 = row.iter().map(|&p| p as f64).sum();
+            let mu_t = torch_sum(&row);
             for metric in [Metric::Dice, Metric::Iou] {
                 for smooth in [0.0, 1.0, 100.0] {
                     let objective = RmaObjective { metric, smooth };
-                    let fast = optimal_cut(&row, max, mu, &objective);
                     let slow = cut_by_full_sort(&row, &objective);
                     let selected = |cut: &Option<Cut<f32>>| -> Vec<bool> {
                         row.iter()
                             .enumerate()
-                            .map(|(i, &p)| cut.is_some_and(|c| c.selects(i, p)))
+                            .map(|(i, &p)| cut.as_ref().is_some_and(|c| c.selects(i, p)))
                             .collect()
                     };
-                    assert_eq!(
-                        selected(&fast),
-                        selected(&slow),
-                        "seed {seed} {metric} smooth {smooth}"
-                    );
+                    // The floor is only a hint: right, wrong or absent, the cut is the same.
+                    for floor in [0.0, 0.3, 0.45, 0.99] {
+                        let fast = optimal_cut(&row, max, (mu, mu_t), floor, &objective);
+                        assert_eq!(
+                            selected(&fast),
+                            selected(&slow),
+                            "seed {seed} {metric} smooth {smooth} floor {floor}"
+                        );
+                    }
                 }
             }
         }
@@ -124,5 +134,21 @@ fn output_does_not_depend_on_the_thread_count() {
         let one = run(1);
         assert_eq!(one, run(3));
         assert_eq!(one, run(8));
+    }
+}
+
+#[test]
+fn sort_order_matches_torch_including_ties() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sort");
+    for name in ["uniform", "eighths", "few_values", "short"] {
+        let values = match rankseg::tensor_io::read_probs(&dir.join(format!("{name}.values.npy"))).unwrap() {
+            rankseg::tensor_io::ProbArray::F32(v, _) => v,
+            _ => panic!("{name}: expected float32 values"),
+        };
+        let expected = rankseg::tensor_io::read_ints(&dir.join(format!("{name}.order.npy")))
+            .unwrap()
+            .data;
+        let ours: Vec<i64> = torch_sort_order(&values).into_iter().map(i64::from).collect();
+        assert_eq!(ours, expected, "{name}");
     }
 }

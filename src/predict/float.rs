@@ -25,8 +25,11 @@ pub trait Prob:
     const ZERO: Self;
     const ONE: Self;
     /// A relative bound on how far a score computed in this precision can stray from its
-    /// exact value (a few dozen rounding steps: the score chains about ten operations).
+    /// exact value: the score chains about six roundings (about 4e-7 relative for f32),
+    /// and two scores are compared, so this keeps a safety factor of over two.
     const SCORE_TOLERANCE: f64;
+    /// Values per 32-byte SIMD vector: the lane count of torch's CPU sum.
+    const LANES: usize;
 
     fn from_f64(value: f64) -> Self;
     fn to_f64(self) -> f64;
@@ -47,7 +50,8 @@ pub trait Prob:
 impl Prob for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
-    const SCORE_TOLERANCE: f64 = 4e-6;
+    const SCORE_TOLERANCE: f64 = 2e-6;
+    const LANES: usize = 8;
 
     fn from_f64(value: f64) -> Self {
         value as f32
@@ -64,6 +68,7 @@ impl Prob for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const SCORE_TOLERANCE: f64 = 1e-12;
+    const LANES: usize = 4;
 
     fn from_f64(value: f64) -> Self {
         value

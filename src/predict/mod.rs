@@ -9,6 +9,8 @@ mod multiclass;
 mod objective;
 mod rma;
 mod threshold;
+mod torch_sort;
+mod torch_sum;
 pub mod volume;
 
 use std::fmt;
@@ -16,6 +18,8 @@ use std::str::FromStr;
 
 pub use float::Prob;
 pub use objective::RmaObjective;
+pub use torch_sort::torch_sort_order;
+pub use torch_sum::torch_sum;
 pub use volume::Cut;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::float::Prob;
 use super::objective::RmaObjective;
 use super::rma::RmaSearch;
+use super::torch_sum::{torch_sum, TorchSum};
 use super::volume::CHUNK;
 use super::{ProbMap, UnassignedPolicy};
 
@@ -24,13 +25,18 @@ pub fn resolve<T: Prob>(
     let mut out = vec![0i64; map.batch * map.dim];
     for (b, labels) in out.chunks_mut(map.dim).enumerate() {
         let rows = b * map.classes..(b + 1) * map.classes;
+        let image_map = map.image(b);
+        // Row masses as rankseg divides by them: known for active rows; the all-pruned
+        // fallback needs every class's.
+        let masses = search.torch_mass[rows.clone()]
+            .iter()
+            .enumerate()
+            .map(|(c, mass)| mass.unwrap_or_else(|| torch_sum(image_map.row(0, c))))
+            .collect();
         let image = ImageSelection {
-            map: map.image(b),
+            map: image_map,
             cuts: &search.cuts[rows.clone()],
-            masses: search.stats[rows.clone()]
-                .iter()
-                .map(|s| T::from_f64(s.mass))
-                .collect(),
+            masses,
         };
         let unassigned: Vec<usize> = match policy {
             UnassignedPolicy::Void => Vec::new(),
@@ -56,7 +62,7 @@ struct ImageSelection<'a, T> {
     masses: Vec<T>,
 }
 
-/// Per pixel: how many classes selected it, and the first of them.
+/// Per pixel: how many classes selected it, and (when one did) which.
 struct Selections {
     count: Vec<u32>,
     first: Vec<u32>,
@@ -82,49 +88,57 @@ impl<'a, T: Prob> ImageSelection<'a, T> {
                 let start = k * CHUNK;
                 for (c, cut) in self.selecting_classes() {
                     let row = &self.map.row(0, c)[start..start + count.len()];
-                    for (i, &p) in row.iter().enumerate() {
-                        if cut.selects(start + i, p) {
-                            if count[i] == 0 {
-                                first[i] = c as u32;
-                            }
-                            count[i] += 1;
-                        }
+                    for (i, (&p, (count, owner))) in
+                        row.iter().zip(count.iter_mut().zip(first.iter_mut())).enumerate()
+                    {
+                        let selected = cut.selects(start + i, p);
+                        *count += selected as u32;
+                        // Only read where exactly one class selected the pixel.
+                        *owner = if selected { c as u32 } else { *owner };
                     }
                 }
             });
         Selections { count, first }
     }
 
-    /// Count and mass of the pixels each class owns alone (fixed chunks, merged in order).
+    /// Count and mass of the pixels each class owns alone, the mass summed as torch sums
+    /// `(probs * owned_alone).sum(-1)`. One pass for all classes: every class's sum
+    /// sees the same group structure, and a pixel adds to its owner's sum only (adding
+    /// the other classes' zeros would change nothing).
     fn sole_owners(&self, sel: &Selections) -> (Vec<T>, Vec<T>) {
         let classes = self.map.classes;
-        let partials: Vec<(Vec<usize>, Vec<f64>)> = sel
-            .count
-            .par_chunks(CHUNK)
-            .zip(sel.first.par_chunks(CHUNK))
-            .enumerate()
-            .map(|(k, (count, first))| {
-                let (mut n, mut mass) = (vec![0usize; classes], vec![0f64; classes]);
-                for (i, (&cnt, &c)) in count.iter().zip(first).enumerate() {
-                    if cnt == 1 {
-                        n[c as usize] += 1;
-                        mass[c as usize] += self.map.row(0, c as usize)[k * CHUNK + i].to_f64();
-                    }
+        let dim = self.map.dim;
+        let mut count = vec![0usize; classes];
+        let mut sums = vec![TorchSum::<T>::new(dim); classes];
+        let group = TorchSum::<T>::group_len();
+        let whole = TorchSum::<T>::groups(dim) * group;
+        let selecting: Vec<usize> = self.selecting_classes().map(|(c, _)| c).collect();
+        for start in (0..whole).step_by(group) {
+            for i in start..start + group {
+                if sel.count[i] == 1 {
+                    let c = sel.first[i] as usize;
+                    count[c] += 1;
+                    sums[c].add(i - start, self.map.row(0, c)[i]);
                 }
-                (n, mass)
-            })
-            .collect();
-        let (mut n, mut mass) = (vec![0usize; classes], vec![0f64; classes]);
-        for (pn, pm) in &partials {
-            for c in 0..classes {
-                n[c] += pn[c];
-                mass[c] += pm[c];
+            }
+            for &c in &selecting {
+                sums[c].end_group();
             }
         }
-        (
-            n.into_iter().map(T::from_count).collect(),
-            mass.into_iter().map(T::from_f64).collect(),
-        )
+        let mut rest = vec![vec![T::ZERO; dim - whole]; classes];
+        for i in whole..dim {
+            if sel.count[i] == 1 {
+                let c = sel.first[i] as usize;
+                count[c] += 1;
+                rest[c][i - whole] = self.map.row(0, c)[i];
+            }
+        }
+        let masses = sums
+            .into_iter()
+            .zip(&rest)
+            .map(|(sum, rest)| sum.finish(rest))
+            .collect();
+        (count.into_iter().map(T::from_count).collect(), masses)
     }
 
     fn assign(&self, labels: &mut [i64], objective: &RmaObjective, unassigned: &[usize], void_index: i64) {

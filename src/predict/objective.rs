@@ -44,6 +44,20 @@ impl RmaObjective {
         }
     }
 
+    /// A probability at or below which no pixel belongs to an optimal mask, given that
+    /// volume `t` of mass `s` scores `exact(t, s, mu)`: the optimum is a threshold set
+    /// `{p > lambda}` with lambda rising with the best score (Dinkelbach). Zero where the
+    /// objective is not one ratio (smoothed Dice). Only a hint: the search still bounds the
+    /// pixels below it before leaving them out.
+    pub fn unselectable_below(&self, t: f64, s: f64, mu: f64) -> f64 {
+        let score = self.exact(t, s, mu);
+        match self.metric {
+            Metric::Dice if self.smooth == 0.0 => score / 2.0,
+            Metric::Iou => score / (1.0 + score),
+            Metric::Dice => 0.0,
+        }
+    }
+
     /// How far apart two scores may be and still be reordered by rounding in `T`.
     pub fn margin<T: Prob>(&self, best: f64) -> f64 {
         if self.scaled() {

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use super::float::Prob;
 use super::objective::RmaObjective;
+use super::torch_sort::torch_sort_order;
 
 const BINS: usize = 1024;
 /// Candidate sets at most this large are sorted rather than re-binned.
@@ -20,18 +21,23 @@ const MAX_LEVELS: usize = 4;
 /// Fixed chunking keeps f64 partial sums, and so the output, independent of thread count.
 pub const CHUNK: usize = 1 << 15;
 
-/// The pixels a row selects: every `p > value`, plus the pixels equal to `value` whose
-/// index is below `tie_end` (a cut through a run of ties keeps the lowest indices).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The pixels a row selects: every `p > value`, and of the pixels equal to `value` either
+/// all or, when the cut runs through them, those listed in `ties` (sorted indices).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Cut<T> {
     pub value: T,
-    pub tie_end: usize,
+    pub ties: Option<Box<[u32]>>,
 }
 
 impl<T: Prob> Cut<T> {
     #[inline]
     pub fn selects(&self, index: usize, p: T) -> bool {
-        p > self.value || (p == self.value && index < self.tie_end)
+        (p > self.value)
+            | (p == self.value
+                && self
+                    .ties
+                    .as_ref()
+                    .is_none_or(|t| t.binary_search(&(index as u32)).is_ok()))
     }
 }
 
@@ -59,28 +65,44 @@ impl Bin {
     }
 }
 
-/// Bins of equal width over `[hi - BINS / scale, hi]`, largest values first, so that equal
-/// values always share a bin and bin order is value order.
+/// The value range a level of the search bins: equal-width bins over `[lo, hi]`,
+/// largest values first, so that equal values share a bin and bin order is value order.
+/// Values above `hi` are already counted in the prefix; values below `lo` are past the
+/// candidates, except at the top level, where they share one last bin (`tail`).
 #[derive(Clone, Copy)]
-struct Binning {
+struct Window {
+    lo: f64,
     hi: f64,
-    scale: f64,
+    tail: bool,
 }
 
-impl Binning {
+impl Window {
     #[inline]
-    fn of(&self, p: f64) -> usize {
-        (((self.hi - p) * self.scale) as usize).min(BINS - 1)
+    fn contains(&self, p: f64) -> bool {
+        (self.lo..=self.hi).contains(&p) || (self.tail && p < self.lo)
     }
 
-    fn histogram<T: Prob>(&self, values: &[T]) -> Vec<Bin> {
-        let partials: Vec<Vec<Bin>> = values
+    /// One pass over the row; partial histograms of fixed chunks, merged in order.
+    fn histogram<T: Prob>(&self, row: &[T]) -> Vec<Bin> {
+        let scale = BINS as f64 / (self.hi - self.lo);
+        // Most pixels fall outside the window: reject them in the input precision. The
+        // bounds are data values (or a hint, at the top), so nothing is misplaced.
+        let (lo, hi) = (T::from_f64(self.lo), T::from_f64(self.hi));
+        let partials: Vec<Vec<Bin>> = row
             .par_chunks(CHUNK)
             .map(|chunk| {
-                let mut bins = vec![Bin::EMPTY; BINS];
+                let mut bins = vec![Bin::EMPTY; BINS + 1];
                 for &p in chunk {
+                    if p > hi || (p < lo && !self.tail) {
+                        continue;
+                    }
                     let p = p.to_f64();
-                    let bin = &mut bins[self.of(p)];
+                    let j = if p >= self.lo {
+                        (((self.hi - p) * scale) as usize).min(BINS - 1)
+                    } else {
+                        BINS
+                    };
+                    let bin = &mut bins[j];
                     bin.count += 1;
                     bin.sum += p;
                     bin.min = bin.min.min(p);
@@ -89,7 +111,7 @@ impl Binning {
                 bins
             })
             .collect();
-        let mut bins = vec![Bin::EMPTY; BINS];
+        let mut bins = vec![Bin::EMPTY; BINS + 1];
         for partial in &partials {
             for (bin, other) in bins.iter_mut().zip(partial) {
                 bin.merge(other);
@@ -112,33 +134,48 @@ enum End<T> {
     Empty,
     /// After a whole bin: everything at least this value.
     Bin(T),
-    /// After position `k` of the sorted survivors.
+    /// After position `k` of the sorted candidates.
     Sorted(usize),
 }
 
-/// The best cut of one row (`None`: select nothing). `mu` is the row's mass in f64.
-pub fn optimal_cut<T: Prob>(row: &[T], max: T, mu: f64, objective: &RmaObjective) -> Option<Cut<T>> {
+/// The best cut of one row (`None`: select nothing). `mu` is the row's mass in f64 and
+/// `mu_t` the same mass as torch sums it (see `torch_sum`); below `floor` pixels are
+/// probably never selected: the top level bins them together and looks into them only if
+/// their bound says they might matter.
+pub fn optimal_cut<T: Prob>(
+    row: &[T],
+    max: T,
+    (mu, mu_t): (f64, T),
+    floor: f64,
+    objective: &RmaObjective,
+) -> Option<Cut<T>> {
     let mut points = vec![Point {
         t: 0,
         s: 0.0,
         end: End::Empty,
     }];
     let mut best = objective.exact(0.0, 0.0, mu);
-
-    // The survivors: at first the whole row, later the pixels of the candidate bins.
-    let mut survivors: Option<(Vec<T>, Vec<u32>)> = None;
     let (mut t0, mut s0) = (0usize, 0.0f64);
-    let (mut lo, mut hi) = (0.0f64, max.to_f64());
+    let mut in_window = row.len();
+    let mut window = if in_window <= SORT_LIMIT {
+        Window {
+            lo: f64::NEG_INFINITY,
+            hi: f64::INFINITY,
+            tail: false,
+        }
+    } else {
+        let hi = max.to_f64();
+        Window {
+            lo: if (0.0..hi).contains(&floor) { floor } else { 0.0 },
+            hi,
+            tail: true,
+        }
+    };
     for _level in 0..MAX_LEVELS {
-        let values: &[T] = survivors.as_ref().map_or(row, |(v, _)| v.as_slice());
-        if values.len() <= SORT_LIMIT || hi <= lo {
+        if in_window <= SORT_LIMIT || window.hi <= window.lo {
             break;
         }
-        let binning = Binning {
-            hi,
-            scale: BINS as f64 / (hi - lo),
-        };
-        let bins = binning.histogram(values);
+        let bins = window.histogram(row);
 
         // Every bin boundary is an exactly known volume.
         let mut spans = Vec::new();
@@ -154,41 +191,35 @@ pub fn optimal_cut<T: Prob>(row: &[T], max: T, mu: f64, objective: &RmaObjective
             });
             best = best.max(objective.exact(t as f64, s, mu));
         }
-        let floor = best - objective.margin::<T>(best);
+        let worth = best - objective.margin::<T>(best);
         let candidates: Vec<&(usize, usize, f64)> = spans
             .iter()
             .filter(|(j, t, s)| {
-                bins[*j].count > 1 && interior_bound(objective, mu, *t, *s, &bins[*j]) >= floor
+                bins[*j].count > 1 && interior_bound(objective, mu, *t, *s, &bins[*j]) >= worth
             })
             .collect();
         let (Some(first), Some(last)) = (candidates.first(), candidates.last()) else {
-            return best_cut(points, survivors, objective, mu);
+            return best_cut(row, points, &[], objective, mu_t);
         };
         (t0, s0) = (first.1, first.2);
-        hi = bins[first.0].max;
-        lo = bins[last.0].min;
-        let keep = first.0..=last.0;
-        survivors = Some(match &survivors {
-            None => gather(row.iter().copied().zip(0u32..), |p| keep.contains(&binning.of(p))),
-            Some((v, i)) => gather(v.iter().copied().zip(i.iter().copied()), |p| {
-                keep.contains(&binning.of(p))
-            }),
-        });
+        window = Window {
+            lo: bins[last.0].min,
+            hi: bins[first.0].max,
+            tail: false,
+        };
+        in_window = bins[first.0..=last.0].iter().map(|b| b.count).sum();
     }
 
-    // Sort the survivors and score every volume among them.
-    let (values, indices) = survivors.get_or_insert_with(|| (row.to_vec(), (0..row.len() as u32).collect()));
-    let mut order: Vec<u32> = (0..values.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let (pa, pb) = (values[a as usize], values[b as usize]);
-        pb.partial_cmp(&pa)
-            .unwrap()
-            .then(indices[a as usize].cmp(&indices[b as usize]))
-    });
-    let sorted_values: Vec<T> = order.iter().map(|&k| values[k as usize]).collect();
-    let sorted_indices: Vec<u32> = order.iter().map(|&k| indices[k as usize]).collect();
+    // Sort the candidates and score every volume among them.
+    let mut sorted: Vec<(T, u32)> = row
+        .iter()
+        .zip(0u32..)
+        .filter(|(p, _)| window.contains(p.to_f64()))
+        .map(|(&p, i)| (p, i))
+        .collect();
+    sorted.sort_unstable_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
     let mut s = s0;
-    for (k, p) in sorted_values.iter().enumerate() {
+    for (k, (p, _)) in sorted.iter().enumerate() {
         s += p.to_f64();
         points.push(Point {
             t: t0 + k + 1,
@@ -196,9 +227,7 @@ pub fn optimal_cut<T: Prob>(row: &[T], max: T, mu: f64, objective: &RmaObjective
             end: End::Sorted(k),
         });
     }
-    *values = sorted_values;
-    *indices = sorted_indices;
-    best_cut(points, survivors, objective, mu)
+    best_cut(row, points, &sorted, objective, mu_t)
 }
 
 /// An upper bound of the objective at the volumes strictly inside a bin that starts at
@@ -221,18 +250,14 @@ fn interior_bound(objective: &RmaObjective, mu: f64, t: usize, s: f64, bin: &Bin
         + objective.volume_slack(t + 1.0, t + n - 1.0, mu)
 }
 
-fn gather<T: Prob>(items: impl Iterator<Item = (T, u32)>, keep: impl Fn(f64) -> bool) -> (Vec<T>, Vec<u32>) {
-    items.filter(|(p, _)| keep(p.to_f64())).unzip()
-}
-
 /// The first volume (smallest `t`) whose score in the input's precision is the largest.
 fn best_cut<T: Prob>(
+    row: &[T],
     mut points: Vec<Point<T>>,
-    sorted: Option<(Vec<T>, Vec<u32>)>,
+    sorted: &[(T, u32)],
     objective: &RmaObjective,
-    mu: f64,
+    mu_t: T,
 ) -> Option<Cut<T>> {
-    let mu_t = T::from_f64(mu);
     points.sort_by_key(|point| point.t);
     let mut winner = points[0];
     let mut winning = objective.in_precision(0, T::ZERO, mu_t);
@@ -245,20 +270,24 @@ fn best_cut<T: Prob>(
     }
     match winner.end {
         End::Empty => None,
-        End::Bin(value) => Some(Cut {
-            value,
-            tie_end: usize::MAX,
-        }),
+        End::Bin(value) => Some(Cut { value, ties: None }),
         End::Sorted(k) => {
-            let (values, indices) = sorted.expect("sorted survivors exist for a sorted end");
-            let value = values[k];
-            let cuts_through_ties = values.get(k + 1) == Some(&value);
-            let tie_end = if cuts_through_ties {
-                indices[k] as usize + 1
-            } else {
-                usize::MAX
-            };
-            Some(Cut { value, tie_end })
+            let value = sorted[k].0;
+            if sorted.get(k + 1).is_none_or(|&(next, _)| next != value) {
+                return Some(Cut { value, ties: None });
+            }
+            // The cut runs through a run of equal values: keep the ones torch's sort puts
+            // first, as rankseg does.
+            let mut ties: Vec<u32> = torch_sort_order(row)[..winner.t]
+                .iter()
+                .copied()
+                .filter(|&i| row[i as usize] == value)
+                .collect();
+            ties.sort_unstable();
+            Some(Cut {
+                value,
+                ties: Some(ties.into()),
+            })
         }
     }
 }

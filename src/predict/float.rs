@@ -33,7 +33,6 @@ pub trait Prob:
 
     fn from_f64(value: f64) -> Self;
     fn to_f64(self) -> f64;
-    fn is_finite(self) -> bool;
 
     /// An integer count in this precision, as torch converts an int64 tensor.
     fn from_count(count: usize) -> Self {
@@ -47,36 +46,23 @@ pub trait Prob:
     }
 }
 
-impl Prob for f32 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const SCORE_TOLERANCE: f64 = 2e-6;
-    const LANES: usize = 8;
+macro_rules! impl_prob {
+    ($t:ty, $tolerance:expr, $lanes:expr) => {
+        impl Prob for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const SCORE_TOLERANCE: f64 = $tolerance;
+            const LANES: usize = $lanes;
 
-    fn from_f64(value: f64) -> Self {
-        value as f32
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn is_finite(self) -> bool {
-        f32::is_finite(self)
-    }
+            fn from_f64(value: f64) -> Self {
+                value as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+        }
+    };
 }
 
-impl Prob for f64 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const SCORE_TOLERANCE: f64 = 1e-12;
-    const LANES: usize = 4;
-
-    fn from_f64(value: f64) -> Self {
-        value
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn is_finite(self) -> bool {
-        f64::is_finite(self)
-    }
-}
+impl_prob!(f32, 2e-6, 8);
+impl_prob!(f64, 1e-12, 4);

@@ -3,6 +3,7 @@
 //!
 //! Data flows one way: probabilities -> [`predict`] -> [`metrics`] -> [`report`].
 
+pub mod ablation;
 pub mod atomic;
 pub mod cli;
 pub mod metrics;

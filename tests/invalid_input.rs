@@ -69,7 +69,7 @@ fn bad_arrays_are_rejected_by_name() {
 fn unsupported_options_are_rejected() {
     let probs =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/predict/rma_dice_mc_voc21/probs.npy");
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 14] = [
         (&["--smooth", "-1"], "smooth must be finite and >= 0"),
         (
             &["--pruning-prob", "1.5"],
@@ -94,6 +94,31 @@ fn unsupported_options_are_rejected() {
         ),
         (&["--solver", "magic"], "unknown solver 'magic'"),
         (&["--metric", "f1"], "unknown metric 'f1'"),
+        (&["--solver", "ba"], "use --output-mode multilabel"),
+        (
+            &[
+                "--solver",
+                "trna",
+                "--output-mode",
+                "multilabel",
+                "--metric",
+                "iou",
+            ],
+            "optimises Dice only",
+        ),
+        (&["--solver", "exact"], "use --output-mode multilabel"),
+        (&["--eps", "0.01"], "does not take --eps"),
+        (
+            &[
+                "--solver",
+                "ba+trna",
+                "--output-mode",
+                "multilabel",
+                "--eps",
+                "1.5",
+            ],
+            "eps must be in the range (0, 1)",
+        ),
     ];
     for (flags, message) in cases {
         let tmp = tempfile::tempdir().unwrap();

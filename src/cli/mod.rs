@@ -1,5 +1,6 @@
 //! The `rankseg` command line: one file per subcommand.
 
+mod ablate;
 mod bench;
 mod demo;
 mod predict;
@@ -30,6 +31,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The embedded default: a seeded synthetic benchmark comparing argmax, threshold and RMA.
     Demo(demo::DemoArgs),
+    /// Solver ablation: every solver's expected Dice/IoU gap to the optimum, and its time.
+    Ablate(ablate::AblateArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -39,6 +42,7 @@ pub fn main() -> ExitCode {
         Command::Score(args) => score::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Ablate(args) => ablate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ pub struct PredictArgs {
     /// Where to write the prediction (.npy); nothing is written on error.
     #[arg(long)]
     out: PathBuf,
+    /// argmax, threshold, rma, ba, trna, ba+trna or exact.
     #[arg(long, default_value = "rma")]
     solver: Solver,
     /// The metric RMA optimises (argmax and threshold ignore it).
@@ -32,6 +33,9 @@ pub struct PredictArgs {
     unassigned_policy: UnassignedPolicy,
     #[arg(long, default_value_t = predict::DEFAULT_VOID_INDEX, allow_negative_numbers = true)]
     void_index: i64,
+    /// BA/TRNA: tail mass left out of the refined-normal interval [default: 1e-4].
+    #[arg(long, allow_negative_numbers = true)]
+    eps: Option<f64>,
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
@@ -43,6 +47,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         pruning_prob: args.pruning_prob,
         unassigned_policy: args.unassigned_policy,
         void_index: args.void_index,
+        eps: args.eps,
     };
     let probs = read_probs(&args.probs)?;
     let shape = probs.shape().to_vec();

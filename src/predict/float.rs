@@ -30,9 +30,20 @@ pub trait Prob:
     const SCORE_TOLERANCE: f64;
     /// Values per 32-byte SIMD vector: the lane count of torch's CPU sum.
     const LANES: usize;
+    /// Machine epsilon (`torch.finfo(dtype).eps`).
+    const EPSILON: Self;
 
     fn from_f64(value: f64) -> Self;
     fn to_f64(self) -> f64;
+
+    /// `max(self, other)` as `torch.clamp(self, min=other)`.
+    fn max_with(self, other: Self) -> Self {
+        if self < other {
+            other
+        } else {
+            self
+        }
+    }
 
     /// An integer count in this precision, as torch converts an int64 tensor.
     fn from_count(count: usize) -> Self {
@@ -53,6 +64,7 @@ macro_rules! impl_prob {
             const ONE: Self = 1.0;
             const SCORE_TOLERANCE: f64 = $tolerance;
             const LANES: usize = $lanes;
+            const EPSILON: Self = <$t>::EPSILON;
 
             fn from_f64(value: f64) -> Self {
                 value as $t

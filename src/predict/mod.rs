@@ -7,7 +7,8 @@ mod argmax;
 mod float;
 mod multiclass;
 mod objective;
-mod rma;
+pub mod rankdice;
+pub(crate) mod rma;
 mod threshold;
 mod torch_sort;
 mod torch_sum;
@@ -18,6 +19,7 @@ use std::str::FromStr;
 
 pub use float::Prob;
 pub use objective::RmaObjective;
+pub use rankdice::RankDiceSolver;
 pub use torch_sort::torch_sort_order;
 pub use torch_sum::torch_sum;
 pub use volume::Cut;
@@ -41,6 +43,10 @@ pub enum Solver {
     Argmax,
     Threshold,
     Rma,
+    Ba,
+    Trna,
+    BaTrna,
+    Exact,
 }
 
 /// What a multiclass RMA prediction does with a pixel no class selected.
@@ -75,10 +81,13 @@ macro_rules! parse_enum {
 
 parse_enum!(Metric, "metric", "dice" => Dice, "iou" => Iou);
 parse_enum!(OutputMode, "output mode", "multiclass" => Multiclass, "multilabel" => Multilabel);
-parse_enum!(Solver, "solver", "argmax" => Argmax, "threshold" => Threshold, "rma" => Rma);
+parse_enum!(Solver, "solver", "argmax" => Argmax, "threshold" => Threshold, "rma" => Rma,
+    "ba" => Ba, "trna" => Trna, "ba+trna" => BaTrna, "exact" => Exact);
 parse_enum!(UnassignedPolicy, "unassigned policy", "max_score" => MaxScore, "void" => Void);
 
 pub const DEFAULT_VOID_INDEX: i64 = 255;
+/// rankseg's default tail mass left out of the refined-normal interval (BA, TRNA).
+pub const DEFAULT_EPS: f64 = 1e-4;
 
 /// The options of `RankSEG(...)`, with rankseg 0.0.8's defaults.
 #[derive(Clone, Debug)]
@@ -90,6 +99,8 @@ pub struct PredictOptions {
     pub pruning_prob: f64,
     pub unassigned_policy: UnassignedPolicy,
     pub void_index: i64,
+    /// BA/TRNA only: the refined-normal tail mass left out (`None`: 1e-4).
+    pub eps: Option<f64>,
 }
 
 impl Default for PredictOptions {
@@ -102,6 +113,7 @@ impl Default for PredictOptions {
             pruning_prob: 0.5,
             unassigned_policy: UnassignedPolicy::MaxScore,
             void_index: DEFAULT_VOID_INDEX,
+            eps: None,
         }
     }
 }
@@ -132,6 +144,31 @@ impl PredictOptions {
                 "single-channel probabilities cannot produce a multiclass label map: use \
                  --output-mode multilabel, or give background and foreground channels",
             );
+        }
+        let refined_normal = matches!(self.solver, Solver::Ba | Solver::Trna | Solver::BaTrna);
+        if refined_normal && self.metric != Metric::Dice {
+            return invalid(format!(
+                "solver '{}' optimises Dice only: use --metric dice, or rma for IoU",
+                self.solver
+            ));
+        }
+        if (refined_normal || self.solver == Solver::Exact) && multiclass {
+            return invalid(format!(
+                "solver '{}' gives one mask per class: use --output-mode multilabel (rma gives class maps)",
+                self.solver
+            ));
+        }
+        match self.eps {
+            Some(_) if !refined_normal => {
+                return invalid(format!(
+                    "solver '{}' does not take --eps (it applies to ba, trna, ba+trna)",
+                    self.solver
+                ))
+            }
+            Some(eps) if !(eps.is_finite() && eps > 0.0 && eps < 1.0) => {
+                return invalid(format!("eps must be in the range (0, 1), got {eps}"))
+            }
+            _ => {}
         }
         match self.solver {
             Solver::Threshold if multiclass => {
@@ -260,6 +297,22 @@ pub fn predict<T: Prob>(map: &ProbMap<T>, options: &PredictOptions) -> Result<Pr
         (Solver::Threshold, _) => {
             check_values(map)?;
             Ok(Prediction::Masks(threshold::masks(map)))
+        }
+        (Solver::Ba | Solver::Trna | Solver::BaTrna | Solver::Exact, _) => {
+            let solver = match options.solver {
+                Solver::Ba => RankDiceSolver::Ba,
+                Solver::Trna => RankDiceSolver::Trna,
+                Solver::BaTrna => RankDiceSolver::BaTrna,
+                _ => RankDiceSolver::Exact(options.metric),
+            };
+            let eps = options.eps.unwrap_or(DEFAULT_EPS);
+            Ok(Prediction::Masks(rankdice::masks(
+                map,
+                solver,
+                options.smooth,
+                eps,
+                options.pruning_prob,
+            )?))
         }
         (Solver::Rma, mode) => {
             let objective = RmaObjective {

@@ -48,7 +48,7 @@ import time
 import numpy as np
 
 METHODS = ("argmax", "threshold", "rma_dice", "rma_iou", "ba", "trna", "ba_trna")
-SIZE_ORDER = ("voc", "ade20k", "cityscapes", "binary")
+SIZE_ORDER = ("voc", "ade20k", "cityscapes", "binary", "voc_small", "binary_small")
 
 
 # ----------------------------------------------------------------------------- machine
@@ -320,6 +320,8 @@ def main(argv=None):
         cmd = [args.bin, "bench", "--dump-inputs", inputs_dir, "--json", ours_json]
         if args.quick:
             cmd.append("--quick")
+        if args.sizes:
+            cmd += ["--sizes", args.sizes]
         print("running:", " ".join(cmd), flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd)

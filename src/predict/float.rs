@@ -20,6 +20,7 @@ pub trait Prob:
     + Mul<Output = Self>
     + Div<Output = Self>
     + Neg<Output = Self>
+    + radsort::Key
     + 'static
 {
     const ZERO: Self;

@@ -30,6 +30,25 @@ pub struct Cut<T> {
 }
 
 impl<T: Prob> Cut<T> {
+    /// The first `volume` pixels of `row` in torch's descending sort order, where the
+    /// `volume`-th largest value is `value` and `split` says whether more pixels equal to
+    /// it are left out: then which of them are kept is torch's unstable sort's choice.
+    pub fn top(row: &[T], volume: usize, value: T, split: bool) -> Self {
+        if !split {
+            return Cut { value, ties: None };
+        }
+        let mut ties: Vec<u32> = torch_sort_order(row)[..volume]
+            .iter()
+            .copied()
+            .filter(|&i| row[i as usize] == value)
+            .collect();
+        ties.sort_unstable();
+        Cut {
+            value,
+            ties: Some(ties.into()),
+        }
+    }
+
     #[inline]
     pub fn selects(&self, index: usize, p: T) -> bool {
         (p > self.value)
@@ -273,21 +292,8 @@ fn best_cut<T: Prob>(
         End::Bin(value) => Some(Cut { value, ties: None }),
         End::Sorted(k) => {
             let value = sorted[k].0;
-            if sorted.get(k + 1).is_none_or(|&(next, _)| next != value) {
-                return Some(Cut { value, ties: None });
-            }
-            // The cut runs through a run of equal values: keep the ones torch's sort puts
-            // first, as rankseg does.
-            let mut ties: Vec<u32> = torch_sort_order(row)[..winner.t]
-                .iter()
-                .copied()
-                .filter(|&i| row[i as usize] == value)
-                .collect();
-            ties.sort_unstable();
-            Some(Cut {
-                value,
-                ties: Some(ties.into()),
-            })
+            let split = sorted.get(k + 1).is_some_and(|&(next, _)| next == value);
+            Some(Cut::top(row, winner.t, value, split))
         }
     }
 }

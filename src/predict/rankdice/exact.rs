@@ -11,13 +11,18 @@ pub const EXACT_MAX_DIM: usize = 4096;
 pub fn poisson_binomial(ps: impl IntoIterator<Item = f64>) -> Vec<f64> {
     let mut law = vec![1.0];
     for p in ps {
-        law.push(0.0);
-        for k in (1..law.len()).rev() {
-            law[k] = law[k] * (1.0 - p) + law[k - 1] * p;
-        }
-        law[0] *= 1.0 - p;
+        add_trial(&mut law, p);
     }
     law
+}
+
+/// Convolves a success-count law with one more Bernoulli(p) trial, in place.
+fn add_trial(law: &mut Vec<f64>, p: f64) {
+    law.push(0.0);
+    for k in (1..law.len()).rev() {
+        law[k] = law[k] * (1.0 - p) + law[k - 1] * p;
+    }
+    law[0] *= 1.0 - p;
 }
 
 /// The law without one Bernoulli(p) trial: deconvolve forwards when p <= 1/2 and
@@ -96,12 +101,7 @@ pub fn top_t_scores(sorted: &[f64], metric: Metric, smooth: f64) -> Vec<f64> {
                     (prefix[t] + smooth) * inverse
                 };
                 if t > 0 {
-                    let p = sorted[t - 1];
-                    rest.push(0.0);
-                    for k in (1..rest.len()).rev() {
-                        rest[k] = rest[k] * (1.0 - p) + rest[k - 1] * p;
-                    }
-                    rest[0] *= 1.0 - p;
+                    add_trial(&mut rest, sorted[t - 1]);
                 }
             }
             scores

@@ -261,15 +261,10 @@ fn ba_scores(pmf: &[f64], lo: usize, cumsum: &[f64], smooth: f64) -> Vec<f64> {
         .enumerate()
         .map(|(j, p)| p * ((lo + j) as f64 - mean).powi(2))
         .sum();
+    // bound[c] bounds E[1/(Y + c + s)], for c = 0..=up + 1.
+    let bound: Vec<f64> = (0..up + 2).map(|c| e.reciprocal_bound(c, (mean, var))).collect();
     let bounds: Vec<f64> = (1..=up)
-        .map(|t| {
-            let nu = if smooth > 0.0 {
-                smooth * e.reciprocal_bound(t, (mean, var))
-            } else {
-                0.0
-            };
-            2.0 * cumsum[t - 1] * e.reciprocal_bound(t + 1, (mean, var)) + nu
-        })
+        .map(|t| 2.0 * cumsum[t - 1] * bound[t + 1] + smooth * bound[t])
         .collect();
     let likely = (1..=up)
         .max_by(|&a, &b| bounds[a - 1].total_cmp(&bounds[b - 1]))

@@ -6,7 +6,9 @@
 pub mod ablation;
 pub mod atomic;
 pub mod cli;
+pub mod configs;
 pub mod metrics;
+pub mod models;
 pub mod predict;
 pub mod report;
 pub mod synthetic;

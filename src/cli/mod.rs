@@ -3,6 +3,7 @@
 mod ablate;
 mod bench;
 mod demo;
+mod logits;
 mod predict;
 mod score;
 
@@ -33,6 +34,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Solver ablation: every solver's expected Dice/IoU gap to the optimum, and its time.
     Ablate(ablate::AblateArgs),
+    /// A segmentation model's logits for a normalised batch (SegFormer, UperNet-ConvNeXt).
+    Logits(logits::LogitsArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -43,6 +46,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Ablate(args) => ablate::run(args),
+        Command::Logits(args) => logits::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,251 @@
+//! Where a model's files come from: a local Hugging Face layout (config.json plus
+//! model.safetensors, sharded safetensors or pytorch_model.bin), or a hub repo fetched
+//! into the standard Hugging Face cache (offline with HF_HUB_OFFLINE=1), named directly
+//! or through a model yaml. Weights are checked as they are read: a missing tensor, a
+//! wrong shape or a non-float dtype is an error naming the tensor and the checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+use super::ops::require_float;
+
+/// A model yaml (`configs/models/NAME.yaml`): where the checkpoint lives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelYaml {
+    /// The architecture family: `segformer` or `upernet`; checked against config.json.
+    pub method: String,
+    /// Informational: the backbone the checkpoint uses (mit_b0, convnext_tiny, ...).
+    #[serde(default)]
+    pub backbone: Option<String>,
+    /// A local directory in Hugging Face layout.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// A Hugging Face hub repo id, fetched into the standard cache.
+    #[serde(default)]
+    pub hub_repo: Option<String>,
+    #[serde(default)]
+    pub revision: Option<String>,
+}
+
+/// The files of one checkpoint.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub config: PathBuf,
+    pub weights: Vec<PathBuf>,
+    /// What the user named, for messages.
+    pub source: String,
+    /// The family a model yaml promised, if any.
+    pub method: Option<String>,
+}
+
+impl Checkpoint {
+    /// A directory holding config.json and weights.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let config = dir.join("config.json");
+        if !config.is_file() {
+            bail!(
+                "{} has no config.json: a model directory needs config.json and model.safetensors",
+                dir.display()
+            );
+        }
+        let lookup = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+        let weights = weight_files(lookup).with_context(|| format!("in {}", dir.display()))?;
+        Ok(Checkpoint {
+            config,
+            weights,
+            source: dir.display().to_string(),
+            method: None,
+        })
+    }
+
+    /// A model yaml (path), resolved to local files (downloading only if it names a hub
+    /// repo whose files are not cached and HF_HUB_OFFLINE is not set).
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Self> {
+        let yaml: ModelYaml = serde_yaml::from_str(text)
+            .with_context(|| format!("{}: not a valid model yaml", path.display()))?;
+        let mut checkpoint = match (&yaml.path, &yaml.hub_repo) {
+            (Some(dir), None) => {
+                let dir = if dir.is_relative() {
+                    path.parent().unwrap_or(Path::new(".")).join(dir)
+                } else {
+                    dir.clone()
+                };
+                Checkpoint::from_dir(&dir)?
+            }
+            (None, Some(repo)) => from_hub(repo, yaml.revision.as_deref().unwrap_or("main"))
+                .with_context(|| format!("{}: cannot get the checkpoint", path.display()))?,
+            _ => bail!(
+                "{}: a model yaml names exactly one of `path` or `hub_repo`",
+                path.display()
+            ),
+        };
+        checkpoint.method = Some(yaml.method);
+        Ok(checkpoint)
+    }
+
+    /// A VarBuilder over the weights, with the checks above.
+    pub fn var_builder(&self, device: &Device) -> Result<VarBuilder<'static>> {
+        let backend = CheckedWeights::open(&self.weights, &self.source)?;
+        Ok(VarBuilder::from_backend(
+            Box::new(backend),
+            DType::F32,
+            device.clone(),
+        ))
+    }
+}
+
+/// Which weight files a checkpoint has: one safetensors file, the shards of an index,
+/// or a PyTorch pickle.
+fn weight_files(lookup: impl Fn(&str) -> Option<PathBuf>) -> Result<Vec<PathBuf>> {
+    if let Some(file) = lookup("model.safetensors") {
+        return Ok(vec![file]);
+    }
+    if let Some(index) = lookup("model.safetensors.index.json") {
+        let text =
+            std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
+        let map = parsed["weight_map"]
+            .as_object()
+            .with_context(|| format!("{} has no weight_map", index.display()))?;
+        let mut shards: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        return shards
+            .into_iter()
+            .map(|s| lookup(s).with_context(|| format!("shard {s} named in {} is missing", index.display())))
+            .collect();
+    }
+    if let Some(file) = lookup("pytorch_model.bin") {
+        return Ok(vec![file]);
+    }
+    bail!("no weights: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+}
+
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A hub checkpoint: from the Hugging Face cache, or downloaded into it when allowed.
+fn from_hub(repo: &str, revision: &str) -> Result<Checkpoint> {
+    use hf_hub::{Repo, RepoType};
+    let spec = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
+    let cached = hf_hub::Cache::from_env().repo(spec.clone());
+    type Fetch = Box<dyn Fn(&str) -> Option<PathBuf>>;
+    let fetch: Fetch = if offline() {
+        Box::new(move |name: &str| cached.get(name))
+    } else {
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .with_progress(true)
+            .build()
+            .context("cannot set up the Hugging Face hub client")?
+            .repo(spec);
+        Box::new(move |name: &str| cached.get(name).or_else(|| api.get(name).ok()))
+    };
+    let config = fetch("config.json").with_context(|| {
+        if offline() {
+            format!(
+                "{repo}@{revision}: config.json is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
+            )
+        } else {
+            format!("{repo}@{revision}: cannot fetch config.json (does the repo exist? network?)")
+        }
+    })?;
+    let weights = weight_files(|name| fetch(name)).with_context(|| format!("{repo}@{revision}"))?;
+    Ok(Checkpoint {
+        config,
+        weights,
+        source: format!("{repo}@{revision}"),
+        method: None,
+    })
+}
+
+enum Store {
+    Safetensors(MmapedSafetensors),
+    Pickle(candle_core::pickle::PthTensors),
+}
+
+/// The checkpoint's tensors, handed out only when they exist with the right shape and a
+/// floating-point dtype.
+struct CheckedWeights {
+    store: Store,
+    source: String,
+}
+
+impl CheckedWeights {
+    fn open(files: &[PathBuf], source: &str) -> Result<Self> {
+        let is_pickle = files.len() == 1 && files[0].extension().is_some_and(|e| e == "bin");
+        let store = if is_pickle {
+            Store::Pickle(
+                candle_core::pickle::PthTensors::new(&files[0], None)
+                    .with_context(|| format!("cannot read {}", files[0].display()))?,
+            )
+        } else {
+            // Safety: the files are memory-mapped read-only; like every safetensors reader we
+            // assume nobody truncates them while the model loads.
+            Store::Safetensors(
+                unsafe { MmapedSafetensors::multi(files) }
+                    .with_context(|| format!("cannot read the safetensors of {source}"))?,
+            )
+        };
+        Ok(CheckedWeights {
+            store,
+            source: source.to_string(),
+        })
+    }
+
+    fn raw(&self, name: &str, dev: &Device) -> candle_core::Result<Tensor> {
+        let missing =
+            || candle_core::Error::Msg(format!("{}: the checkpoint has no tensor {name}", self.source));
+        match &self.store {
+            Store::Safetensors(st) => {
+                st.get(name).map_err(|_| missing())?;
+                st.load(name, dev)
+            }
+            Store::Pickle(pth) => pth.get(name)?.ok_or_else(missing),
+        }
+    }
+}
+
+impl SimpleBackend for CheckedWeights {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.raw(name, dev)?;
+        require_float(tensor.dtype(), &format!("{name} in {}", self.source))?;
+        if tensor.shape() != &shape {
+            candle_core::bail!(
+                "{}: tensor {name} has shape {:?}, the config implies {:?}",
+                self.source,
+                tensor.dims(),
+                shape.dims()
+            );
+        }
+        tensor.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let tensor = self.raw(name, dev)?;
+        require_float(tensor.dtype(), &format!("{name} in {}", self.source))?;
+        tensor.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        match &self.store {
+            Store::Safetensors(st) => st.get(name).is_ok(),
+            Store::Pickle(pth) => pth.tensor_infos().contains_key(name),
+        }
+    }
+}

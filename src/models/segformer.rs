@@ -1,0 +1,376 @@
+//! SegFormer (Xie et al. 2021) as Hugging Face's `SegformerForSemanticSegmentation`:
+//! same tensor names, same numbers.
+//!
+//! Modelled on candle-transformers' segformer.rs but written again, because that one differs
+//! from transformers numerically: it ignores the classifier bias, upsamples the decoder
+//! features with nearest instead of bilinear interpolation, and uses the config's
+//! `layer_norm_eps` for every norm where transformers uses PyTorch's default 1e-5. Its
+//! depthwise convolutions are also replaced by our own kernel (`ops::DepthwiseConv2d`).
+
+use std::collections::BTreeMap;
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{layer_norm, linear, Conv2d, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+use super::ops::{conv2d, resize_bilinear, BatchNorm2d, DepthwiseConv2d};
+
+/// nn.LayerNorm's default: transformers builds every SegFormer norm without an eps.
+const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// The fields of a SegFormer `config.json` the forward pass needs. transformers writes
+/// only the values that differ from its defaults, so every default here is transformers'
+/// (those of nvidia/mit-b0).
+#[derive(Clone, Debug, Deserialize)]
+pub struct SegformerConfig {
+    #[serde(default = "defaults::three")]
+    pub num_channels: usize,
+    #[serde(default = "defaults::four")]
+    pub num_encoder_blocks: usize,
+    #[serde(default = "defaults::depths")]
+    pub depths: Vec<usize>,
+    #[serde(default = "defaults::sr_ratios")]
+    pub sr_ratios: Vec<usize>,
+    #[serde(default = "defaults::hidden_sizes")]
+    pub hidden_sizes: Vec<usize>,
+    #[serde(default = "defaults::patch_sizes")]
+    pub patch_sizes: Vec<usize>,
+    #[serde(default = "defaults::strides")]
+    pub strides: Vec<usize>,
+    #[serde(default = "defaults::num_attention_heads")]
+    pub num_attention_heads: Vec<usize>,
+    #[serde(default = "defaults::mlp_ratios")]
+    pub mlp_ratios: Vec<usize>,
+    #[serde(default = "defaults::decoder_hidden_size")]
+    pub decoder_hidden_size: usize,
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+    #[serde(default = "super::default_id2label")]
+    pub id2label: BTreeMap<String, String>,
+}
+
+mod defaults {
+    pub fn three() -> usize {
+        3
+    }
+    pub fn four() -> usize {
+        4
+    }
+    pub fn depths() -> Vec<usize> {
+        vec![2, 2, 2, 2]
+    }
+    pub fn sr_ratios() -> Vec<usize> {
+        vec![8, 4, 2, 1]
+    }
+    pub fn hidden_sizes() -> Vec<usize> {
+        vec![32, 64, 160, 256]
+    }
+    pub fn patch_sizes() -> Vec<usize> {
+        vec![7, 3, 3, 3]
+    }
+    pub fn strides() -> Vec<usize> {
+        vec![4, 2, 2, 2]
+    }
+    pub fn num_attention_heads() -> Vec<usize> {
+        vec![1, 2, 5, 8]
+    }
+    pub fn mlp_ratios() -> Vec<usize> {
+        vec![4, 4, 4, 4]
+    }
+    pub fn decoder_hidden_size() -> usize {
+        256
+    }
+}
+
+impl SegformerConfig {
+    pub fn num_labels(&self) -> usize {
+        self.id2label.len()
+    }
+
+    pub fn check(&self) -> anyhow::Result<()> {
+        let n = self.num_encoder_blocks;
+        let lists = [
+            ("depths", self.depths.len()),
+            ("sr_ratios", self.sr_ratios.len()),
+            ("hidden_sizes", self.hidden_sizes.len()),
+            ("patch_sizes", self.patch_sizes.len()),
+            ("strides", self.strides.len()),
+            ("num_attention_heads", self.num_attention_heads.len()),
+            ("mlp_ratios", self.mlp_ratios.len()),
+        ];
+        for (key, len) in lists {
+            anyhow::ensure!(
+                len == n,
+                "config.json: {key} has {len} entries, num_encoder_blocks is {n}"
+            );
+        }
+        if let Some(act) = &self.hidden_act {
+            anyhow::ensure!(
+                act == "gelu",
+                "config.json: hidden_act {act:?} is not supported (only \"gelu\")"
+            );
+        }
+        anyhow::ensure!(self.num_labels() > 0, "config.json: id2label is empty");
+        Ok(())
+    }
+}
+
+struct OverlapPatchEmbeddings {
+    proj: Conv2d,
+    layer_norm: LayerNorm,
+}
+
+impl OverlapPatchEmbeddings {
+    fn load(vb: VarBuilder, patch: usize, stride: usize, c_in: usize, hidden: usize) -> Result<Self> {
+        Ok(OverlapPatchEmbeddings {
+            proj: conv2d(vb.pp("proj"), c_in, hidden, patch, stride, patch / 2, true)?,
+            layer_norm: layer_norm(hidden, LAYER_NORM_EPS, vb.pp("layer_norm"))?,
+        })
+    }
+
+    /// (B, C, H, W) -> tokens (B, h*w, hidden) and (h, w).
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, usize, usize)> {
+        let x = self.proj.forward(x)?;
+        let (_, _, h, w) = x.dims4()?;
+        let tokens = x.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
+        Ok((self.layer_norm.forward(&tokens)?, h, w))
+    }
+}
+
+/// Attention whose keys and values come from a strided (sequence-reduced) copy of the map.
+struct EfficientSelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    reduction: Option<(Conv2d, LayerNorm)>,
+    heads: usize,
+    output: Linear,
+}
+
+impl EfficientSelfAttention {
+    fn load(vb: VarBuilder, hidden: usize, heads: usize, sr: usize) -> Result<Self> {
+        let me = vb.pp("self");
+        let reduction = if sr > 1 {
+            Some((
+                conv2d(me.pp("sr"), hidden, hidden, sr, sr, 0, true)?,
+                layer_norm(hidden, LAYER_NORM_EPS, me.pp("layer_norm"))?,
+            ))
+        } else {
+            None
+        };
+        Ok(EfficientSelfAttention {
+            query: linear(hidden, hidden, me.pp("query"))?,
+            key: linear(hidden, hidden, me.pp("key"))?,
+            value: linear(hidden, hidden, me.pp("value"))?,
+            reduction,
+            heads,
+            output: linear(hidden, hidden, vb.pp("output").pp("dense"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        let head_dim = c / self.heads;
+        let split = |t: Tensor| -> Result<Tensor> {
+            let len = t.dim(1)?;
+            t.reshape((b, len, self.heads, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.query.forward(x)?)?;
+        let context = match &self.reduction {
+            Some((sr, norm)) => {
+                let map = x.transpose(1, 2)?.reshape((b, c, h, w))?;
+                let reduced = sr.forward(&map)?.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
+                norm.forward(&reduced)?
+            }
+            None => x.clone(),
+        };
+        let k = split(self.key.forward(&context)?)?;
+        let v = split(self.value.forward(&context)?)?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? / (head_dim as f64).sqrt())?;
+        let attention = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = attention.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        self.output.forward(&out)
+    }
+}
+
+struct MixFfn {
+    dense1: Linear,
+    dwconv: DepthwiseConv2d,
+    dense2: Linear,
+}
+
+impl MixFfn {
+    fn load(vb: VarBuilder, hidden: usize, mlp_ratio: usize) -> Result<Self> {
+        let inner = hidden * mlp_ratio;
+        Ok(MixFfn {
+            dense1: linear(hidden, inner, vb.pp("dense1"))?,
+            dwconv: DepthwiseConv2d::load(vb.pp("dwconv").pp("dwconv"), inner, 3, 1)?,
+            dense2: linear(inner, hidden, vb.pp("dense2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        let x = self.dense1.forward(x)?;
+        let (b, _, c) = x.dims3()?;
+        let map = x.transpose(1, 2)?.reshape((b, c, h, w))?;
+        let x = self
+            .dwconv
+            .forward(&map)?
+            .flatten_from(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        self.dense2.forward(&x.gelu_erf()?)
+    }
+}
+
+struct Layer {
+    layer_norm_1: LayerNorm,
+    attention: EfficientSelfAttention,
+    layer_norm_2: LayerNorm,
+    mlp: MixFfn,
+}
+
+impl Layer {
+    fn forward(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        let x = (self.attention.forward(&self.layer_norm_1.forward(x)?, h, w)? + x)?;
+        self.mlp.forward(&self.layer_norm_2.forward(&x)?, h, w)? + x
+    }
+}
+
+struct Stage {
+    embeddings: OverlapPatchEmbeddings,
+    layers: Vec<Layer>,
+    norm: LayerNorm,
+}
+
+/// The MiT encoder: four stages, each returning a (B, C, H, W) map.
+struct Encoder {
+    stages: Vec<Stage>,
+}
+
+impl Encoder {
+    fn load(vb: VarBuilder, cfg: &SegformerConfig) -> Result<Self> {
+        let mut stages = Vec::with_capacity(cfg.num_encoder_blocks);
+        for i in 0..cfg.num_encoder_blocks {
+            let c_in = if i == 0 {
+                cfg.num_channels
+            } else {
+                cfg.hidden_sizes[i - 1]
+            };
+            let hidden = cfg.hidden_sizes[i];
+            let layers = (0..cfg.depths[i])
+                .map(|j| {
+                    let vb = vb.pp("block").pp(i).pp(j);
+                    Ok(Layer {
+                        layer_norm_1: layer_norm(hidden, LAYER_NORM_EPS, vb.pp("layer_norm_1"))?,
+                        attention: EfficientSelfAttention::load(
+                            vb.pp("attention"),
+                            hidden,
+                            cfg.num_attention_heads[i],
+                            cfg.sr_ratios[i],
+                        )?,
+                        layer_norm_2: layer_norm(hidden, LAYER_NORM_EPS, vb.pp("layer_norm_2"))?,
+                        mlp: MixFfn::load(vb.pp("mlp"), hidden, cfg.mlp_ratios[i])?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            stages.push(Stage {
+                embeddings: OverlapPatchEmbeddings::load(
+                    vb.pp("patch_embeddings").pp(i),
+                    cfg.patch_sizes[i],
+                    cfg.strides[i],
+                    c_in,
+                    hidden,
+                )?,
+                layers,
+                norm: layer_norm(hidden, LAYER_NORM_EPS, vb.pp("layer_norm").pp(i))?,
+            });
+        }
+        Ok(Encoder { stages })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let mut maps = Vec::with_capacity(self.stages.len());
+        let mut x = x.clone();
+        for stage in &self.stages {
+            let (mut tokens, h, w) = stage.embeddings.forward(&x)?;
+            for layer in &stage.layers {
+                tokens = layer.forward(&tokens, h, w)?;
+            }
+            let tokens = stage.norm.forward(&tokens)?;
+            let (b, _, c) = tokens.dims3()?;
+            x = tokens.transpose(1, 2)?.reshape((b, c, h, w))?;
+            maps.push(x.clone());
+        }
+        Ok(maps)
+    }
+}
+
+/// The all-MLP decoder: project every stage to one width, upsample to the first stage's
+/// size (bilinear), concatenate in reverse stage order, fuse, classify.
+struct DecodeHead {
+    linear_c: Vec<Linear>,
+    linear_fuse: Conv2d,
+    batch_norm: BatchNorm2d,
+    classifier: Conv2d,
+}
+
+impl DecodeHead {
+    fn load(vb: VarBuilder, cfg: &SegformerConfig) -> Result<Self> {
+        let d = cfg.decoder_hidden_size;
+        let linear_c = (0..cfg.num_encoder_blocks)
+            .map(|i| linear(cfg.hidden_sizes[i], d, vb.pp("linear_c").pp(i).pp("proj")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(DecodeHead {
+            linear_c,
+            linear_fuse: conv2d(
+                vb.pp("linear_fuse"),
+                d * cfg.num_encoder_blocks,
+                d,
+                1,
+                1,
+                0,
+                false,
+            )?,
+            batch_norm: BatchNorm2d::load(vb.pp("batch_norm"), d)?,
+            classifier: conv2d(vb.pp("classifier"), d, cfg.num_labels(), 1, 1, 0, true)?,
+        })
+    }
+
+    fn forward(&self, maps: &[Tensor]) -> Result<Tensor> {
+        let (_, _, h0, w0) = maps[0].dims4()?;
+        let mut projected = Vec::with_capacity(maps.len());
+        for (map, mlp) in maps.iter().zip(&self.linear_c) {
+            let (b, _, h, w) = map.dims4()?;
+            let tokens = mlp.forward(&map.flatten_from(2)?.transpose(1, 2)?.contiguous()?)?;
+            let d = tokens.dim(D::Minus1)?;
+            let map = tokens.transpose(1, 2)?.reshape((b, d, h, w))?;
+            projected.push(resize_bilinear(&map, h0, w0)?);
+        }
+        projected.reverse();
+        let fused = self.linear_fuse.forward(&Tensor::cat(&projected, 1)?)?;
+        let fused = self.batch_norm.forward(&fused)?.relu()?;
+        self.classifier.forward(&fused)
+    }
+}
+
+/// `SegformerForSemanticSegmentation`: logits at 1/4 of the input resolution.
+pub struct Segformer {
+    encoder: Encoder,
+    decode_head: DecodeHead,
+}
+
+impl Segformer {
+    pub fn load(vb: VarBuilder, cfg: &SegformerConfig) -> Result<Self> {
+        Ok(Segformer {
+            encoder: Encoder::load(vb.pp("segformer").pp("encoder"), cfg)?,
+            decode_head: DecodeHead::load(vb.pp("decode_head"), cfg)?,
+        })
+    }
+
+    pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        self.decode_head.forward(&self.encoder.forward(pixel_values)?)
+    }
+}

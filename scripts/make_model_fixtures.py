@@ -443,8 +443,6 @@ def _mutations(model, kind):
         muts.append(("channels_first LayerNorm with unbiased variance", cf_unbiased))
 
         def psp_pool_bilinear(mm):
-            orig = F.adaptive_avg_pool2d
-
             def g(x, out):
                 o = (out, out) if isinstance(out, int) else tuple(out)
                 return F.interpolate(x, size=o, mode="bilinear", align_corners=False)
@@ -782,12 +780,12 @@ moves the logits by > 1e-3 (see the sensitivity table below). Finally `.eval()` 
 Per case: `config.json` + `model.safetensors` (Hugging Face layout; load with
 `*ForSemanticSegmentation.from_pretrained(dir)`), `keys.txt` (every tensor: name, dtype,
 shape, in state_dict order), `input*.npy` (float32 NCHW, seeded standard normal) and
-`logits*.npy` = `model(pixel_values=input).logits` (float32). For UperNet also
+`logits*.npy` = `model(pixel_values=input).logits` (float32). For upernet_convnext_tiny also
 `aux_head*.npy`: the auxiliary FCN head output at stage-3 resolution, before the bilinear
 upsampling to the input size that transformers' forward() applies (the upsampled result only
-enters the training loss; it is not part of `.logits`). The (2,3,64,64) inputs of all three
-cases are the same array (seed 101), as are the (1,3,72,56) ones (seed 102), so git stores
-each once.
+enters the training loss; it is not part of `.logits`). All (2,3,64,64) inputs are the
+same array (seed 101), as are all (1,3,72,56) ones (seed 102: `segformer_tiny/input_odd`,
+`upernet_convnext_tiny/input_odd`, `upernet_convnext_p2/input`), so git stores each once.
 `manifest.json` repeats all shapes, sha256 sums, max |logit| and the facts below.
 
 | file | shape | dtype | bytes | max abs |

@@ -5,10 +5,10 @@
 //! only, so this one follows transformers' module tree instead.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{layer_norm, linear, Conv2d, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::ops::{conv2d, ChannelsFirstLayerNorm, DepthwiseConv2d};
+use super::ops::{conv2d, ChannelsFirstLayerNorm, Conv, DepthwiseConv2d};
 
 /// ConvNeXt's norms are all built with eps 1e-6 (the config's `layer_norm_eps` only
 /// serves the classification pooler).
@@ -119,12 +119,12 @@ impl Block {
 }
 
 struct Stage {
-    downsample: Option<(ChannelsFirstLayerNorm, Conv2d)>,
+    downsample: Option<(ChannelsFirstLayerNorm, Conv)>,
     blocks: Vec<Block>,
 }
 
 pub struct ConvNextBackbone {
-    stem: Conv2d,
+    stem: Conv,
     stem_norm: ChannelsFirstLayerNorm,
     stages: Vec<Stage>,
     /// (stage index, its output norm) for every returned stage.

@@ -2,7 +2,7 @@
 //! convolution, channels-first layer norm, eval-mode batch norm, adaptive average pooling.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 /// A depthwise k x k convolution (one filter per channel, stride 1). candle runs a grouped
@@ -86,7 +86,95 @@ impl Module for DepthwiseConv2d {
     }
 }
 
-/// A plain convolution with PyTorch's (kernel, stride, padding), bias optional.
+impl DepthwiseConv2d {
+    /// The same convolution on tokens (B, H*W, C) (channels last), as SegFormer's Mix-FFN
+    /// holds them: no transposes to and from (B, C, H, W) around it.
+    pub fn forward_tokens(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        x.contiguous()?
+            .apply_op1_no_bwd(&TokenDepthwise { conv: self, h, w })
+    }
+}
+
+struct TokenDepthwise<'a> {
+    conv: &'a DepthwiseConv2d,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp1 for TokenDepthwise<'_> {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-tokens"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, n, c) = layout.shape().dims3()?;
+        let (h, w, conv) = (self.h, self.w, self.conv);
+        if n != h * w || c != conv.channels {
+            candle_core::bail!(
+                "depthwise conv on tokens: got ({b}, {n}, {c}) for a {h}x{w} map of {} channels",
+                conv.channels
+            );
+        }
+        let input = match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(data), Some((start, end))) => &data[start..end],
+            _ => candle_core::bail!("depthwise conv needs a contiguous f32 input"),
+        };
+        let (k, pad) = (conv.kernel, conv.padding);
+        // Taps laid out (ky, kx, channel) so the inner loop runs along contiguous channels.
+        let mut taps = vec![0f32; k * k * c];
+        for ch in 0..c {
+            for t in 0..k * k {
+                taps[t * c + ch] = conv.weight[ch * k * k + t];
+            }
+        }
+        let mut out = vec![0f32; b * n * c];
+        out.par_chunks_mut(w * c).enumerate().for_each(|(row, dst)| {
+            let (image, y) = (row / h, row % h);
+            let src = &input[image * n * c..(image + 1) * n * c];
+            for x in 0..w {
+                let pixel = &mut dst[x * c..(x + 1) * c];
+                pixel.copy_from_slice(&conv.bias);
+                for ky in 0..k {
+                    let sy = y + ky;
+                    if sy < pad || sy >= h + pad {
+                        continue;
+                    }
+                    for kx in 0..k {
+                        let sx = x + kx;
+                        if sx < pad || sx >= w + pad {
+                            continue;
+                        }
+                        let from = &src[((sy - pad) * w + sx - pad) * c..][..c];
+                        let tap = &taps[(ky * k + kx) * c..][..c];
+                        for ((o, &v), &t) in pixel.iter_mut().zip(from).zip(tap) {
+                            *o += v * t;
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, n, c))))
+    }
+}
+
+/// A convolution with PyTorch's (kernel, stride, padding), bias optional.
+///
+/// Stride-1 "same" convolutions (the 1x1s and the 3x3s of the decode heads) run as one
+/// matrix product per kernel tap, accumulated in place by gemm over shifted views of the
+/// padded input: the arithmetic of im2col without materialising the (C_in k^2) x (H W)
+/// matrix, which for UperNet's 2048-channel fusion conv is over a gigabyte of page faults.
+/// Other shapes (the patchifying strided convs) go to candle's conv2d.
+#[derive(Clone, Debug)]
+pub struct Conv {
+    weight: Tensor,
+    /// The same-padding path's copy of the weight, (C_out, C_in, k, k) row-major.
+    same: Option<Vec<f32>>,
+    bias: Option<Tensor>,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
 pub fn conv2d(
     vb: VarBuilder,
     c_in: usize,
@@ -95,16 +183,120 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
     bias: bool,
-) -> Result<Conv2d> {
-    let config = Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
-    };
-    if bias {
-        candle_nn::conv2d(c_in, c_out, kernel, config, vb)
+) -> Result<Conv> {
+    let weight = vb.get((c_out, c_in, kernel, kernel), "weight")?;
+    let bias = if bias { Some(vb.get(c_out, "bias")?) } else { None };
+    let same = if stride == 1 && 2 * padding + 1 == kernel {
+        Some(weight.flatten_all()?.to_vec1::<f32>()?)
     } else {
-        candle_nn::conv2d_no_bias(c_in, c_out, kernel, config, vb)
+        None
+    };
+    Ok(Conv {
+        weight,
+        same,
+        bias,
+        kernel,
+        stride,
+        padding,
+    })
+}
+
+/// The same-padding convolution as a custom op: input (B, C_in, H, W) in, (B, C_out, H, W)
+/// out, no bias.
+struct SameConv<'a> {
+    weight: &'a [f32],
+    c_out: usize,
+    kernel: usize,
+}
+
+impl CustomOp1 for SameConv<'_> {
+    fn name(&self) -> &'static str {
+        "same-padding-conv2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c_in, h, w) = layout.shape().dims4()?;
+        let input = match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(data), Some((start, end))) => &data[start..end],
+            _ => candle_core::bail!("same-padding conv needs a contiguous f32 input"),
+        };
+        let (k, c_out) = (self.kernel, self.c_out);
+        let pad = k / 2;
+        let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+        // Each channel padded, plus k - 1 trailing zeros so every tap's view stays inside.
+        let row = hp * wp + k - 1;
+        let mut padded = vec![0f32; c_in * row];
+        // The output on the padded width: column x >= w of each row is discarded.
+        let mut full = vec![0f32; c_out * h * wp];
+        let mut out = vec![0f32; b * c_out * h * w];
+        let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
+        for image in 0..b {
+            let src = &input[image * c_in * h * w..(image + 1) * c_in * h * w];
+            padded
+                .par_chunks_mut(row)
+                .zip(src.par_chunks(h * w))
+                .for_each(|(dst, plane)| {
+                    for y in 0..h {
+                        let at = (y + pad) * wp + pad;
+                        dst[at..at + w].copy_from_slice(&plane[y * w..(y + 1) * w]);
+                    }
+                });
+            for tap in 0..k * k {
+                let (ky, kx) = (tap / k, tap % k);
+                // Safety: all pointers address the buffers above with the strides that
+                // describe them; m x n x depth = c_out x (h wp) x c_in stays in bounds
+                // (offset + h wp <= hp wp + k - 1 = row).
+                unsafe {
+                    gemm::gemm(
+                        c_out,
+                        h * wp,
+                        c_in,
+                        full.as_mut_ptr(),
+                        1,
+                        (h * wp) as isize,
+                        tap > 0,
+                        self.weight.as_ptr().add(tap),
+                        (k * k) as isize,
+                        (c_in * k * k) as isize,
+                        padded.as_ptr().add(ky * wp + kx),
+                        1,
+                        row as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        threads,
+                    );
+                }
+            }
+            let dst = &mut out[image * c_out * h * w..(image + 1) * c_out * h * w];
+            dst.par_chunks_mut(h * w)
+                .zip(full.par_chunks(h * wp))
+                .for_each(|(plane, computed)| {
+                    for y in 0..h {
+                        plane[y * w..(y + 1) * w].copy_from_slice(&computed[y * wp..y * wp + w]);
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, c_out, h, w))))
+    }
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.same {
+            Some(weight) => x.contiguous()?.apply_op1_no_bwd(&SameConv {
+                weight,
+                c_out: self.weight.dim(0)?,
+                kernel: self.kernel,
+            })?,
+            None => x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?,
+        };
+        match &self.bias {
+            Some(bias) => y.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        }
     }
 }
 
@@ -307,5 +499,20 @@ mod tests {
             max_diff(&dw(&x).unwrap(), &grouped) < 1e-5,
             "depthwise vs grouped conv"
         );
+        let tokens = x
+            .flatten_from(2)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let on_tokens = conv
+            .forward_tokens(&tokens, 9, 7)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((3, 4, 9, 7))
+            .unwrap();
+        assert!(max_diff(&on_tokens, &grouped) < 1e-5, "depthwise on tokens");
     }
 }

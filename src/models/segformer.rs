@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear, Conv2d, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::ops::{conv2d, resize_bilinear, BatchNorm2d, DepthwiseConv2d};
+use super::ops::{conv2d, resize_bilinear, BatchNorm2d, Conv, DepthwiseConv2d};
 
 /// nn.LayerNorm's default: transformers builds every SegFormer norm without an eps.
 const LAYER_NORM_EPS: f64 = 1e-5;
@@ -116,7 +116,7 @@ impl SegformerConfig {
 }
 
 struct OverlapPatchEmbeddings {
-    proj: Conv2d,
+    proj: Conv,
     layer_norm: LayerNorm,
 }
 
@@ -142,7 +142,7 @@ struct EfficientSelfAttention {
     query: Linear,
     key: Linear,
     value: Linear,
-    reduction: Option<(Conv2d, LayerNorm)>,
+    reduction: Option<(Conv, LayerNorm)>,
     heads: usize,
     output: Linear,
 }
@@ -173,6 +173,9 @@ impl EfficientSelfAttention {
         let head_dim = c / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
             let len = t.dim(1)?;
+            if self.heads == 1 {
+                return t.reshape((b, 1, len, head_dim));
+            }
             t.reshape((b, len, self.heads, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()
@@ -190,7 +193,12 @@ impl EfficientSelfAttention {
         let v = split(self.value.forward(&context)?)?;
         let scores = (q.matmul(&k.t()?.contiguous()?)? / (head_dim as f64).sqrt())?;
         let attention = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = attention.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        let out = attention.matmul(&v)?;
+        let out = if self.heads == 1 {
+            out.reshape((b, n, c))?
+        } else {
+            out.transpose(1, 2)?.reshape((b, n, c))?
+        };
         self.output.forward(&out)
     }
 }
@@ -212,15 +220,7 @@ impl MixFfn {
     }
 
     fn forward(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-        let x = self.dense1.forward(x)?;
-        let (b, _, c) = x.dims3()?;
-        let map = x.transpose(1, 2)?.reshape((b, c, h, w))?;
-        let x = self
-            .dwconv
-            .forward(&map)?
-            .flatten_from(2)?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let x = self.dwconv.forward_tokens(&self.dense1.forward(x)?, h, w)?;
         self.dense2.forward(&x.gelu_erf()?)
     }
 }
@@ -312,9 +312,9 @@ impl Encoder {
 /// size (bilinear), concatenate in reverse stage order, fuse, classify.
 struct DecodeHead {
     linear_c: Vec<Linear>,
-    linear_fuse: Conv2d,
+    linear_fuse: Conv,
     batch_norm: BatchNorm2d,
-    classifier: Conv2d,
+    classifier: Conv,
 }
 
 impl DecodeHead {

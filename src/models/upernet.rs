@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::convnext::{ConvNextBackbone, ConvNextConfig};
-use super::ops::{adaptive_avg_pool2d, conv2d, resize_bilinear, BatchNorm2d};
+use super::ops::{adaptive_avg_pool2d, conv2d, resize_bilinear, BatchNorm2d, Conv};
 
 /// An UperNet `config.json` (transformers writes only non-default values; defaults are
 /// transformers').
@@ -69,7 +69,7 @@ impl UperNetConfig {
 
 /// Conv (no bias) + BatchNorm + ReLU: transformers' `UperNetConvModule`.
 struct ConvModule {
-    conv: Conv2d,
+    conv: Conv,
     batch_norm: BatchNorm2d,
 }
 
@@ -94,7 +94,7 @@ struct Head {
     lateral_convs: Vec<ConvModule>,
     fpn_convs: Vec<ConvModule>,
     fpn_bottleneck: ConvModule,
-    classifier: Conv2d,
+    classifier: Conv,
 }
 
 impl Head {

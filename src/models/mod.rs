@@ -2,6 +2,7 @@
 //! probabilities come out of here and go to the predictors. One file per model.
 
 mod convnext;
+mod fused;
 pub mod loading;
 mod ops;
 mod segformer;

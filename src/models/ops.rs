@@ -186,19 +186,32 @@ pub fn conv2d(
 ) -> Result<Conv> {
     let weight = vb.get((c_out, c_in, kernel, kernel), "weight")?;
     let bias = if bias { Some(vb.get(c_out, "bias")?) } else { None };
-    let same = if stride == 1 && 2 * padding + 1 == kernel {
-        Some(weight.flatten_all()?.to_vec1::<f32>()?)
-    } else {
-        None
-    };
-    Ok(Conv {
-        weight,
-        same,
-        bias,
-        kernel,
-        stride,
-        padding,
-    })
+    Conv::new(weight, bias, stride, padding)
+}
+
+impl Conv {
+    fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
+        let kernel = weight.dim(3)?;
+        let same = if stride == 1 && 2 * padding + 1 == kernel {
+            Some(weight.flatten_all()?.to_vec1::<f32>()?)
+        } else {
+            None
+        };
+        Ok(Conv {
+            weight,
+            same,
+            bias,
+            kernel,
+            stride,
+            padding,
+        })
+    }
+
+    /// A stride-1 same-padding conv from a (C_out, C_in, k, k) weight computed elsewhere.
+    pub fn from_weight(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let padding = weight.dim(3)? / 2;
+        Conv::new(weight, bias, 1, padding)
+    }
 }
 
 /// The same-padding convolution as a custom op: input (B, C_in, H, W) in, (B, C_out, H, W)
@@ -351,6 +364,18 @@ impl BatchNorm2d {
             scale: scale.reshape((1, channels, 1, 1))?,
             shift: shift.reshape((1, channels, 1, 1))?,
         })
+    }
+}
+
+impl BatchNorm2d {
+    /// The per-channel scale, (1, C, 1, 1).
+    pub fn scale(&self) -> &Tensor {
+        &self.scale
+    }
+
+    /// The per-channel shift, (1, C, 1, 1).
+    pub fn shift(&self) -> &Tensor {
+        &self.shift
     }
 }
 

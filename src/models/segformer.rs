@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
@@ -309,50 +309,62 @@ impl Encoder {
 }
 
 /// The all-MLP decoder: project every stage to one width, upsample to the first stage's
-/// size (bilinear), concatenate in reverse stage order, fuse, classify.
+/// size (bilinear), concatenate in reverse stage order, fuse (1x1 conv, batch norm), ReLU,
+/// classify.
+///
+/// Projection, fusion and batch norm are linear and bilinear upsampling commutes with
+/// channel mixing, so they are folded at load time into one (D x C_i) matrix per stage,
+/// applied at the stage's own resolution before upsampling: the same function, without
+/// the (4D x D) conv over the full 1/4-resolution map, which was most of a SegFormer-B0
+/// forward.
 struct DecodeHead {
-    linear_c: Vec<Linear>,
-    linear_fuse: Conv,
-    batch_norm: BatchNorm2d,
+    /// Per stage: the folded projection (D, C_i, 1, 1).
+    stages: Vec<Conv>,
+    /// The folded biases (1, D, 1, 1).
+    bias: Tensor,
     classifier: Conv,
 }
 
 impl DecodeHead {
     fn load(vb: VarBuilder, cfg: &SegformerConfig) -> Result<Self> {
-        let d = cfg.decoder_hidden_size;
-        let linear_c = (0..cfg.num_encoder_blocks)
-            .map(|i| linear(cfg.hidden_sizes[i], d, vb.pp("linear_c").pp(i).pp("proj")))
-            .collect::<Result<Vec<_>>>()?;
+        let (d, n) = (cfg.decoder_hidden_size, cfg.num_encoder_blocks);
+        let fuse = vb
+            .pp("linear_fuse")
+            .get((d, n * d, 1, 1), "weight")?
+            .reshape((d, n * d))?;
+        let batch_norm = BatchNorm2d::load(vb.pp("batch_norm"), d)?;
+        let (scale, shift) = (
+            batch_norm.scale().reshape((d, 1))?,
+            batch_norm.shift().reshape(d)?,
+        );
+        let mut stages = Vec::with_capacity(n);
+        let mut bias = shift;
+        for i in 0..n {
+            let proj = vb.pp("linear_c").pp(i).pp("proj");
+            let weight = proj.get((d, cfg.hidden_sizes[i]), "weight")?;
+            let b = proj.get(d, "bias")?;
+            // The fused input concatenates the stages in reverse: stage i is block n-1-i.
+            let block = fuse.narrow(1, (n - 1 - i) * d, d)?.broadcast_mul(&scale)?;
+            stages.push(Conv::from_weight(
+                block.matmul(&weight)?.reshape((d, cfg.hidden_sizes[i], 1, 1))?,
+                None,
+            )?);
+            bias = (bias + block.matmul(&b.reshape((d, 1))?)?.reshape(d)?)?;
+        }
         Ok(DecodeHead {
-            linear_c,
-            linear_fuse: conv2d(
-                vb.pp("linear_fuse"),
-                d * cfg.num_encoder_blocks,
-                d,
-                1,
-                1,
-                0,
-                false,
-            )?,
-            batch_norm: BatchNorm2d::load(vb.pp("batch_norm"), d)?,
+            stages,
+            bias: bias.reshape((1, d, 1, 1))?,
             classifier: conv2d(vb.pp("classifier"), d, cfg.num_labels(), 1, 1, 0, true)?,
         })
     }
 
     fn forward(&self, maps: &[Tensor]) -> Result<Tensor> {
         let (_, _, h0, w0) = maps[0].dims4()?;
-        let mut projected = Vec::with_capacity(maps.len());
-        for (map, mlp) in maps.iter().zip(&self.linear_c) {
-            let (b, _, h, w) = map.dims4()?;
-            let tokens = mlp.forward(&map.flatten_from(2)?.transpose(1, 2)?.contiguous()?)?;
-            let d = tokens.dim(D::Minus1)?;
-            let map = tokens.transpose(1, 2)?.reshape((b, d, h, w))?;
-            projected.push(resize_bilinear(&map, h0, w0)?);
+        let mut fused = self.bias.clone();
+        for (map, stage) in maps.iter().zip(&self.stages) {
+            fused = fused.broadcast_add(&resize_bilinear(&stage.forward(map)?, h0, w0)?)?;
         }
-        projected.reverse();
-        let fused = self.linear_fuse.forward(&Tensor::cat(&projected, 1)?)?;
-        let fused = self.batch_norm.forward(&fused)?.relu()?;
-        self.classifier.forward(&fused)
+        self.classifier.forward(&fused.relu()?)
     }
 }
 

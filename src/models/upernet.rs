@@ -10,6 +10,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::convnext::{ConvNextBackbone, ConvNextConfig};
+use super::fused::ConvOfUpsampled;
 use super::ops::{adaptive_avg_pool2d, conv2d, resize_bilinear, BatchNorm2d, Conv};
 
 /// An UperNet `config.json` (transformers writes only non-default values; defaults are
@@ -93,7 +94,8 @@ struct Head {
     bottleneck: ConvModule,
     lateral_convs: Vec<ConvModule>,
     fpn_convs: Vec<ConvModule>,
-    fpn_bottleneck: ConvModule,
+    /// The fusion ConvModule, its conv applied without upsampling the coarse levels.
+    fpn_bottleneck: (ConvOfUpsampled, BatchNorm2d),
     classifier: Conv,
 }
 
@@ -124,7 +126,15 @@ impl Head {
             fpn_convs: (0..shallow.len())
                 .map(|i| ConvModule::load(vb.pp("fpn_convs").pp(i), c, c, 3))
                 .collect::<Result<_>>()?,
-            fpn_bottleneck: ConvModule::load(vb.pp("fpn_bottleneck"), in_channels.len() * c, c, 3)?,
+            fpn_bottleneck: {
+                let vb = vb.pp("fpn_bottleneck");
+                let n = in_channels.len();
+                let weight = vb.pp("conv").get((c, n * c, 3, 3), "weight")?;
+                (
+                    ConvOfUpsampled::new(&weight, n)?,
+                    BatchNorm2d::load(vb.pp("batch_norm"), c)?,
+                )
+            },
             classifier: conv2d(vb.pp("classifier"), c, cfg.num_labels(), 1, 1, 0, true)?,
         })
     }
@@ -154,19 +164,15 @@ impl Head {
             let (_, _, h, w) = laterals[i - 1].dims4()?;
             laterals[i - 1] = (&laterals[i - 1] + resize_bilinear(&laterals[i], h, w)?)?;
         }
-        let (_, _, h0, w0) = laterals[0].dims4()?;
         let mut outs = laterals
             .iter()
             .zip(&self.fpn_convs)
             .map(|(l, conv)| conv.forward(l))
             .collect::<Result<Vec<_>>>()?;
         outs.push(laterals.last().expect("at least one level").clone());
-        let outs = outs
-            .iter()
-            .map(|o| resize_bilinear(o, h0, w0))
-            .collect::<Result<Vec<_>>>()?;
-        self.classifier
-            .forward(&self.fpn_bottleneck.forward(&Tensor::cat(&outs, 1)?)?)
+        let (conv, batch_norm) = &self.fpn_bottleneck;
+        let fused = batch_norm.forward(&conv.forward(&outs)?)?.relu()?;
+        self.classifier.forward(&fused)
     }
 }
 

@@ -71,6 +71,24 @@ fn logits_equal_transformers() {
     }
 }
 
+/// The path other devices take (candle's own grouped conv, upsample + concatenate + conv)
+/// must agree with transformers too: forced on CPU by RANKSEG_PORTABLE_OPS.
+#[test]
+fn portable_ops_equal_transformers() {
+    let portable = Path::new("1");
+    for name in ["segformer_tiny", "upernet_convnext_tiny"] {
+        let dir = fixture(name);
+        let diff = logits_diff(
+            dir.to_str().unwrap(),
+            &dir,
+            "input_odd.npy",
+            "logits_odd.npy",
+            &[("RANKSEG_PORTABLE_OPS", portable)],
+        );
+        assert!(diff <= 2e-5, "{name}: max abs diff {diff}");
+    }
+}
+
 #[test]
 fn model_yaml_with_a_local_path() {
     let tmp = tempfile::tempdir().unwrap();

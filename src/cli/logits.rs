@@ -29,11 +29,32 @@ pub struct LogitsArgs {
     /// Write the forward times as JSON {"seconds": [...]}.
     #[arg(long)]
     timing_json: Option<PathBuf>,
+    /// cpu, or cuda / cuda:N (a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+            let ordinal = cuda
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), str::parse)
+                .context("--device cuda:N needs a number")?;
+            if cfg!(feature = "cuda") {
+                Ok(Device::new_cuda(ordinal)?)
+            } else {
+                bail!("--device {cuda}: this binary was built without the `cuda` feature (cargo build --release --features cuda)")
+            }
+        }
+        other => bail!("unknown --device {other:?} (expected cpu, cuda or cuda:N)"),
+    }
 }
 
 pub fn run(args: LogitsArgs) -> Result<()> {
     let checkpoint = resolve(&args.model)?;
-    let device = Device::Cpu;
+    let device = device(&args.device)?;
     let model = Model::load(&checkpoint, &device)?;
     let (data, shape) = match read_probs(&args.input)? {
         ProbArray::F32(data, shape) => (data, shape),
@@ -59,7 +80,7 @@ pub fn run(args: LogitsArgs) -> Result<()> {
     }
     let logits = logits.expect("at least one forward");
     let out_shape = logits.dims().to_vec();
-    let values = logits.flatten_all()?.to_vec1::<f32>()?;
+    let values = logits.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
     write_npy(&args.out, &out_shape, &values)?;
     if let Some(path) = &args.timing_json {
         write_string_atomic(path, &serde_json::json!({ "seconds": seconds }).to_string())?;

@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::ops::Conv;
+use super::ops::{custom_kernels, resize_bilinear, Conv};
 
 /// PyTorch's bilinear source coordinates (align_corners=False) for one axis:
 /// (lower index, upper index, weight of the upper one) per output position.
@@ -97,6 +97,8 @@ impl CustomOp1 for ShiftedUpsampleSum {
 /// A 3x3 same-padding conv over the concatenation of maps of which all but the first are
 /// to be upsampled (bilinear) to the first one's size.
 pub struct ConvOfUpsampled {
+    /// The whole (C_out, n C_in, 3, 3) weight, for the plain formulation off the CPU.
+    weight: Tensor,
     /// The first block's 3x3 conv, at full resolution.
     full: Conv,
     /// Per later block: the 9 taps' channel mixes as one 1x1 conv (9 C_out, C_in).
@@ -122,12 +124,25 @@ impl ConvOfUpsampled {
                 Conv::from_weight(mixes, None)
             })
             .collect::<Result<_>>()?;
-        Ok(ConvOfUpsampled { full, taps, c_out })
+        Ok(ConvOfUpsampled {
+            weight: weight.clone(),
+            full,
+            taps,
+            c_out,
+        })
     }
 
     /// `maps[0]` at full size, the others at their own (smaller) sizes.
     pub fn forward(&self, maps: &[Tensor]) -> Result<Tensor> {
         let (_, _, height, width) = maps[0].dims4()?;
+        if !custom_kernels(&maps[0]) {
+            // transformers' formulation: upsample, concatenate, convolve.
+            let upsampled = maps
+                .iter()
+                .map(|m| resize_bilinear(m, height, width))
+                .collect::<Result<Vec<_>>>()?;
+            return Tensor::cat(&upsampled, 1)?.conv2d(&self.weight, 1, 1, 1, 1);
+        }
         let mut out = self.full.forward(&maps[0])?;
         for (map, taps) in maps[1..].iter().zip(&self.taps) {
             let mixed = taps.forward(map)?;

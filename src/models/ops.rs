@@ -15,23 +15,37 @@ pub struct DepthwiseConv2d {
     channels: usize,
     kernel: usize,
     padding: usize,
+    /// The same weights as tensors, for candle's grouped conv off the CPU.
+    portable: (Tensor, Tensor),
 }
 
 impl DepthwiseConv2d {
     pub fn load(vb: VarBuilder, channels: usize, kernel: usize, padding: usize) -> Result<Self> {
-        let weight = vb
-            .get((channels, 1, kernel, kernel), "weight")?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let bias = vb.get(channels, "bias")?.to_vec1::<f32>()?;
+        let weight_tensor = vb.get((channels, 1, kernel, kernel), "weight")?;
+        let bias_tensor = vb.get(channels, "bias")?;
         Ok(DepthwiseConv2d {
-            weight,
-            bias,
+            weight: weight_tensor.flatten_all()?.to_vec1::<f32>()?,
+            bias: bias_tensor.to_vec1::<f32>()?,
             channels,
             kernel,
             padding,
+            portable: (weight_tensor, bias_tensor.reshape((1, channels, 1, 1))?),
         })
     }
+
+    /// candle's grouped convolution: the same function, for devices our kernel does not run on.
+    fn forward_portable(&self, x: &Tensor) -> Result<Tensor> {
+        let (weight, bias) = &self.portable;
+        x.conv2d(weight, self.padding, 1, 1, self.channels)?
+            .broadcast_add(bias)
+    }
+}
+
+/// Whether our CPU kernels apply: on CPU tensors, unless RANKSEG_PORTABLE_OPS is set (the
+/// tests set it to check that candle's own ops, which other devices use, agree).
+pub fn custom_kernels(x: &Tensor) -> bool {
+    static PORTABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    x.device().is_cpu() && !*PORTABLE.get_or_init(|| std::env::var_os("RANKSEG_PORTABLE_OPS").is_some())
 }
 
 impl CustomOp1 for DepthwiseConv2d {
@@ -82,6 +96,9 @@ impl CustomOp1 for DepthwiseConv2d {
 
 impl Module for DepthwiseConv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !custom_kernels(x) {
+            return self.forward_portable(x);
+        }
         x.contiguous()?.apply_op1_no_bwd(self)
     }
 }
@@ -90,6 +107,15 @@ impl DepthwiseConv2d {
     /// The same convolution on tokens (B, H*W, C) (channels last), as SegFormer's Mix-FFN
     /// holds them: no transposes to and from (B, C, H, W) around it.
     pub fn forward_tokens(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        if !custom_kernels(x) {
+            let (b, n, c) = x.dims3()?;
+            let map = x.transpose(1, 2)?.reshape((b, c, h, w))?;
+            return self
+                .forward_portable(&map)?
+                .reshape((b, c, n))?
+                .transpose(1, 2)?
+                .contiguous();
+        }
         x.contiguous()?
             .apply_op1_no_bwd(&TokenDepthwise { conv: self, h, w })
     }
@@ -299,12 +325,12 @@ impl CustomOp1 for SameConv<'_> {
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.same {
-            Some(weight) => x.contiguous()?.apply_op1_no_bwd(&SameConv {
+            Some(weight) if custom_kernels(x) => x.contiguous()?.apply_op1_no_bwd(&SameConv {
                 weight,
                 c_out: self.weight.dim(0)?,
                 kernel: self.kernel,
             })?,
-            None => x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?,
+            _ => x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?,
         };
         match &self.bias {
             Some(bias) => y.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?),

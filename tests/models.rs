@@ -23,6 +23,16 @@ fn read_f32(path: &Path) -> (Vec<f32>, Vec<usize>) {
     }
 }
 
+/// `rankseg logits --model MODEL` on the tiny SegFormer's input, writing `out_dir/out.npy`.
+fn logits_cmd(model: &str, out_dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("rankseg").unwrap();
+    cmd.args(["logits", "--model", model, "--input"])
+        .arg(fixture("segformer_tiny").join("input.npy"))
+        .arg("--out")
+        .arg(out_dir.join("out.npy"));
+    cmd
+}
+
 /// Runs `rankseg logits` and returns the max |ours - transformers|.
 fn logits_diff(model: &str, dir: &Path, input: &str, expected: &str, env: &[(&str, &Path)]) -> f32 {
     let out = tempfile::tempdir().unwrap();
@@ -115,12 +125,7 @@ fn model_yaml_with_a_local_path() {
         format!("method: upernet\npath: {}\n", fixture("segformer_tiny").display()),
     )
     .unwrap();
-    Command::cargo_bin("rankseg")
-        .unwrap()
-        .args(["logits", "--model", yaml.to_str().unwrap(), "--input"])
-        .arg(fixture("segformer_tiny").join("input.npy"))
-        .arg("--out")
-        .arg(tmp.path().join("out.npy"))
+    logits_cmd(yaml.to_str().unwrap(), tmp.path())
         .assert()
         .code(1)
         .stderr(contains(
@@ -128,12 +133,7 @@ fn model_yaml_with_a_local_path() {
         ));
 
     std::fs::write(&yaml, "method: segformer\npath: x\nhub_repoo: y\n").unwrap();
-    Command::cargo_bin("rankseg")
-        .unwrap()
-        .args(["logits", "--model", yaml.to_str().unwrap(), "--input"])
-        .arg(fixture("segformer_tiny").join("input.npy"))
-        .arg("--out")
-        .arg(tmp.path().join("out.npy"))
+    logits_cmd(yaml.to_str().unwrap(), tmp.path())
         .assert()
         .code(1)
         .stderr(contains("unknown field `hub_repoo`"));
@@ -170,14 +170,9 @@ fn hub_repo_loads_from_the_cache_offline() {
     assert!(diff <= 1e-4);
 
     std::fs::write(&yaml, "method: segformer\nhub_repo: acme/not-cached\n").unwrap();
-    Command::cargo_bin("rankseg")
-        .unwrap()
+    logits_cmd(yaml.to_str().unwrap(), home.path())
         .env("HF_HOME", home.path())
         .env("HF_HUB_OFFLINE", "1")
-        .args(["logits", "--model", yaml.to_str().unwrap(), "--input"])
-        .arg(fixture("segformer_tiny").join("input.npy"))
-        .arg("--out")
-        .arg(home.path().join("out.npy"))
         .assert()
         .code(1)
         .stderr(contains(
@@ -244,14 +239,9 @@ fn bad_weights_are_named() {
 fn shipped_model_names_resolve_without_network() {
     // A shipped name resolves to its yaml; offline with an empty cache it must say so.
     let home = tempfile::tempdir().unwrap();
-    Command::cargo_bin("rankseg")
-        .unwrap()
+    logits_cmd("upernet_convnext_tiny", home.path())
         .env("HF_HOME", home.path())
         .env("HF_HUB_OFFLINE", "1")
-        .args(["logits", "--model", "upernet_convnext_tiny", "--input"])
-        .arg(fixture("segformer_tiny").join("input.npy"))
-        .arg("--out")
-        .arg(home.path().join("out.npy"))
         .assert()
         .code(1)
         .stderr(contains(

@@ -21,15 +21,34 @@ pub struct DepthwiseConv2d {
 
 impl DepthwiseConv2d {
     pub fn load(vb: VarBuilder, channels: usize, kernel: usize, padding: usize) -> Result<Self> {
-        let weight_tensor = vb.get((channels, 1, kernel, kernel), "weight")?;
-        let bias_tensor = vb.get(channels, "bias")?;
+        let weight = vb
+            .get((channels, 1, kernel, kernel), "weight")?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let bias = vb.get(channels, "bias")?.to_vec1::<f32>()?;
+        Self::new(weight, bias, kernel, padding, vb.device())
+    }
+
+    /// From a (C, 1, k, k) weight and C biases, row-major.
+    fn new(
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        kernel: usize,
+        padding: usize,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let channels = bias.len();
+        let portable = (
+            Tensor::from_slice(&weight, (channels, 1, kernel, kernel), device)?,
+            Tensor::from_slice(&bias, (1, channels, 1, 1), device)?,
+        );
         Ok(DepthwiseConv2d {
-            weight: weight_tensor.flatten_all()?.to_vec1::<f32>()?,
-            bias: bias_tensor.to_vec1::<f32>()?,
+            weight,
+            bias,
             channels,
             kernel,
             padding,
-            portable: (weight_tensor, bias_tensor.reshape((1, channels, 1, 1))?),
+            portable,
         })
     }
 
@@ -481,13 +500,14 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (3, 4, 9, 7), &Device::Cpu).unwrap();
         // A map smaller than a 7x7 kernel's reach, as ConvNeXt's last stage meets.
         let tiny = Tensor::randn(0f32, 1.0, (2, 2, 2, 3), &Device::Cpu).unwrap();
-        let wide = DepthwiseConv2d {
-            weight: (0..98).map(|i| i as f32 / 98.0).collect(),
-            bias: vec![0.0, 1.0],
-            channels: 2,
-            kernel: 7,
-            padding: 3,
-        };
+        let wide = DepthwiseConv2d::new(
+            (0..98).map(|i| i as f32 / 98.0).collect(),
+            vec![0.0, 1.0],
+            7,
+            3,
+            &Device::Cpu,
+        )
+        .unwrap();
         let reference = tiny
             .conv2d(
                 &Tensor::new(wide.weight.clone(), &Device::Cpu)
@@ -518,13 +538,14 @@ mod tests {
         );
         let pool = |t: &Tensor| adaptive_avg_pool2d(t, 3);
         assert!(max_diff(&pool(&x).unwrap(), &per_item(&x, pool)) < 1e-6, "pool");
-        let conv = DepthwiseConv2d {
-            weight: (0..36).map(|i| i as f32 / 36.0).collect(),
-            bias: vec![0.1, 0.2, 0.3, 0.4],
-            channels: 4,
-            kernel: 3,
-            padding: 1,
-        };
+        let conv = DepthwiseConv2d::new(
+            (0..36).map(|i| i as f32 / 36.0).collect(),
+            vec![0.1, 0.2, 0.3, 0.4],
+            3,
+            1,
+            &Device::Cpu,
+        )
+        .unwrap();
         let dw = |t: &Tensor| conv.forward(t);
         assert!(max_diff(&dw(&x).unwrap(), &per_item(&x, dw)) < 1e-6, "depthwise");
         let grouped = x

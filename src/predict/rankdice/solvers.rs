@@ -7,7 +7,7 @@ use super::exact::{top_t_scores, EXACT_MAX_DIM};
 use super::refined_normal::RefinedNormal;
 use crate::predict::rma::RowStats;
 use crate::predict::volume::Cut;
-use crate::predict::{torch_sum, Metric, PredictError, Prob, ProbMap};
+use crate::predict::{Metric, PredictError, Prob, ProbMap};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RankDiceSolver {
@@ -48,15 +48,18 @@ pub fn masks<T: Prob>(
             if stats.max <= pruning {
                 return;
             }
-            // Values only (their order among ties cannot matter): a radix sort.
-            let mut sorted = row.to_vec();
-            radsort::sort_by_key(&mut sorted, |&p| -p);
-            let volume = match solver {
+            let (sorted, volume) = match solver {
                 RankDiceSolver::Exact(metric) => {
-                    let sorted: Vec<f64> = sorted.iter().map(|p| p.to_f64()).collect();
-                    first_argmax(&top_t_scores(&sorted, metric, smooth))
+                    let sorted = sorted_descending(row.to_vec());
+                    let exact: Vec<f64> = sorted.iter().map(|p| p.to_f64()).collect();
+                    let volume = first_argmax(&top_t_scores(&exact, metric, smooth));
+                    (sorted, volume)
                 }
-                _ => rankdice_volume(&sorted, solver, smooth, eps),
+                _ => {
+                    let reach = Reach::of(row, stats.mass, smooth);
+                    let volume = rankdice_volume(row, &reach, solver, smooth, eps);
+                    (reach.sorted, volume)
+                }
             };
             if volume > 0 {
                 let value = sorted[volume - 1];
@@ -87,18 +90,21 @@ struct VolumeLaw<T> {
 }
 
 impl<T: Prob> VolumeLaw<T> {
-    fn of(sorted: &[T]) -> Self {
+    /// The moments of any arrangement of the row: per-pixel terms in the input precision
+    /// as rankseg forms them, summed in f64 and rounded.
+    fn of(row: &[T]) -> Self {
         let two = T::from_f64(2.0);
-        let spread: Vec<T> = sorted.iter().map(|&p| p * (T::ONE - p)).collect();
-        let skewed: Vec<T> = sorted
-            .iter()
-            .zip(&spread)
-            .map(|(&p, &q)| q * (T::ONE - two * p))
-            .collect();
+        let (mut mean, mut var, mut m3) = (0.0f64, 0.0f64, 0.0f64);
+        for &p in row {
+            let q = p * (T::ONE - p);
+            mean += p.to_f64();
+            var += q.to_f64();
+            m3 += (q * (T::ONE - two * p)).to_f64();
+        }
         VolumeLaw {
-            mean: torch_sum(sorted),
-            var: torch_sum(&spread),
-            m3: torch_sum(&skewed),
+            mean: T::from_f64(mean),
+            var: T::from_f64(var),
+            m3: T::from_f64(m3),
         }
     }
 
@@ -127,22 +133,72 @@ impl<T: Prob> VolumeLaw<T> {
     }
 }
 
-/// BA / TRNA / BA+TRNA's volume for one row sorted descending (rankseg's `rankdice_ba`).
-fn rankdice_volume<T: Prob>(sorted: &[T], solver: RankDiceSolver, smooth: f64, eps: f64) -> usize {
-    let d = sorted.len();
-    // torch's cumsum: accumulated in f64, stored in the input precision.
-    let mut acc = 0.0;
-    let cumsum: Vec<f64> = sorted
-        .iter()
-        .map(|p| {
-            acc += p.to_f64();
-            T::from_f64(acc).to_f64()
-        })
-        .collect();
-    let up = search_bound(sorted, &cumsum, smooth);
-    let law = VolumeLaw::of(sorted);
+/// Values only (their order among ties cannot matter), largest first: a radix sort.
+fn sorted_descending<T: Prob>(mut values: Vec<T>) -> Vec<T> {
+    radsort::sort(&mut values);
+    values.reverse();
+    values
+}
+
+/// The part of a row the BA/TRNA search can reach: its largest values in descending order
+/// through position `up + 1`, their prefix sums, and `up`, Lemma 3's bound.
+struct Reach<T> {
+    sorted: Vec<T>,
+    /// torch's cumsum: accumulated in f64, stored in the input precision.
+    cumsum: Vec<f64>,
+    up: usize,
+}
+
+impl<T: Prob> Reach<T> {
+    /// Lemma 3 stops at p_(up+1) <= S(up) / (up + s + D) <= mu / D, so the pixels above
+    /// mu / 2D usually contain the whole search. Sort just those when they are few; if the
+    /// bound is not met inside them, or they are most of the row, sort the whole row.
+    fn of(row: &[T], mass: f64, smooth: f64) -> Self {
+        let d = row.len();
+        let threshold = mass / d as f64 / 2.0;
+        let top: Vec<T> = row.iter().copied().filter(|p| p.to_f64() > threshold).collect();
+        if top.len() < d / 2 {
+            let reach = Self::sorted(top, d, smooth);
+            if reach.up < reach.sorted.len() {
+                return reach;
+            }
+        }
+        Self::sorted(row.to_vec(), d, smooth)
+    }
+
+    /// The search over `values` (the largest of a row of `d`), sorted here.
+    fn sorted(values: Vec<T>, d: usize, smooth: f64) -> Self {
+        let sorted = sorted_descending(values);
+        let mut acc = 0.0;
+        let cumsum: Vec<f64> = sorted
+            .iter()
+            .map(|p| {
+                acc += p.to_f64();
+                T::from_f64(acc).to_f64()
+            })
+            .collect();
+        // Not met inside a partial prefix: `up` = its length marks it unusable.
+        let up = search_bound(&sorted, &cumsum, d, smooth).unwrap_or(if sorted.len() == d {
+            d
+        } else {
+            sorted.len()
+        });
+        Reach { sorted, cumsum, up }
+    }
+}
+
+/// BA / TRNA / BA+TRNA's volume for one row (rankseg's `rankdice_ba`).
+fn rankdice_volume<T: Prob>(
+    row: &[T],
+    reach: &Reach<T>,
+    solver: RankDiceSolver,
+    smooth: f64,
+    eps: f64,
+) -> usize {
+    let up = reach.up;
+    let law = VolumeLaw::of(row);
     let normal = law.refined_normal();
-    let (lo, hi) = normal.interval(eps, d);
+    let (lo, hi) = normal.interval(eps, row.len());
     let pmf = normal.truncated_pmf(lo, hi);
     let use_ba = match solver {
         RankDiceSolver::Ba => true,
@@ -159,9 +215,9 @@ fn rankdice_volume<T: Prob>(sorted: &[T], solver: RankDiceSolver, smooth: f64, e
         0.0
     };
     let scores = if use_ba {
-        ba_scores(&pmf, lo, &cumsum[..up], smooth)
+        ba_scores(&pmf, lo, &reach.cumsum[..up], smooth)
     } else {
-        trna_scores(sorted, &law, &pmf, lo, up, smooth)
+        trna_scores(&reach.sorted, &law, &pmf, lo, up, smooth)
     };
     let mut best = (0, empty);
     for (t, &s) in scores.iter().enumerate() {
@@ -172,14 +228,12 @@ fn rankdice_volume<T: Prob>(sorted: &[T], solver: RankDiceSolver, smooth: f64, e
     best.0
 }
 
-/// Lemma 3: the first t in 1..D with S(t) >= (t + s + D) p_(t+1) bounds the optimal
-/// volume (D when none), compared in the input's precision as rankseg does.
-fn search_bound<T: Prob>(sorted: &[T], cumsum: &[f64], smooth: f64) -> usize {
-    let d = sorted.len();
-    let (s, dim) = (T::from_f64(smooth), T::from_count(d));
-    (1..d)
-        .find(|&t| T::from_f64(cumsum[t - 1]) >= (T::from_count(t) + s + dim) * sorted[t])
-        .unwrap_or(d)
+/// Lemma 3: the first t with S(t) >= (t + s + D) p_(t+1) bounds the optimal volume,
+/// compared in the input's precision as rankseg does; `None` if no t inside the sorted
+/// prefix qualifies (for the whole row, the bound is then D).
+fn search_bound<T: Prob>(sorted: &[T], cumsum: &[f64], dim: usize, smooth: f64) -> Option<usize> {
+    let (s, dim) = (T::from_f64(smooth), T::from_count(dim));
+    (1..sorted.len()).find(|&t| T::from_f64(cumsum[t - 1]) >= (T::from_count(t) + s + dim) * sorted[t])
 }
 
 /// `sum a_i b_i` over `a`'s length, with independent partial sums (vectorisable; fixed

@@ -270,6 +270,7 @@ def parse_args(argv):
     ap.add_argument("--out", default="results/bench", help="output folder")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 3; 1 with --quick)")
     ap.add_argument("--quick", action="store_true", help="pass --quick to the binary")
+    ap.add_argument("--ours-repeats", type=int, default=15, help="timed runs per method on the Rust side")
     ap.add_argument("--sizes", default=None,
                     help="comma-separated size names to report (default: every size the binary dumped)")
     ap.add_argument("--methods", default=",".join(METHODS),
@@ -322,6 +323,9 @@ def main(argv=None):
             cmd.append("--quick")
         if args.sizes:
             cmd += ["--sizes", args.sizes]
+        # Our side is cheap to repeat: more runs make its median robust to the noise of a
+        # shared machine.
+        cmd += ["--repeats", str(args.ours_repeats)]
         print("running:", " ".join(cmd), flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd)
@@ -366,6 +370,7 @@ def main(argv=None):
     header = machine_line(threads)
     if args.quick:
         notes.append("Quick run (--quick).")
+    notes.append(f"Rust side: median of {args.ours_repeats} runs after a warm-up.")
     notes.append(f"rankseg side: {args.repeats} timed repeat(s) per method; "
                  "a first call under 1 s is discarded as warm-up; a first call over "
                  f"--max-seconds {args.max_seconds:g} s is reported alone.")

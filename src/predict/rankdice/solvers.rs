@@ -156,9 +156,9 @@ impl<T: Prob> Reach<T> {
     fn of(row: &[T], mass: f64, smooth: f64) -> Self {
         let d = row.len();
         let threshold = mass / d as f64 / 2.0;
-        let top: Vec<T> = row.iter().copied().filter(|p| p.to_f64() > threshold).collect();
-        if top.len() < d / 2 {
-            let reach = Self::sorted(top, d, smooth);
+        let above = |p: &T| p.to_f64() > threshold;
+        if row.iter().filter(|p| above(p)).count() < d / 2 {
+            let reach = Self::sorted(row.iter().copied().filter(above).collect(), d, smooth);
             if reach.up < reach.sorted.len() {
                 return reach;
             }
@@ -306,6 +306,7 @@ impl<'a> Expectations<'a> {
 /// Bounds first (O(1) each), then exact scores only where the bound reaches the best
 /// exact score seen: the same first argmax as scoring every volume.
 fn ba_scores(pmf: &[f64], lo: usize, cumsum: &[f64], smooth: f64) -> Vec<f64> {
+    const BLOCK: usize = 256;
     let up = cumsum.len();
     let e = Expectations::new(pmf, lo, up, smooth);
     let score = |t: usize| 2.0 * cumsum[t - 1] * e.reciprocal(t + 1) + e.smoothing(t);
@@ -315,25 +316,40 @@ fn ba_scores(pmf: &[f64], lo: usize, cumsum: &[f64], smooth: f64) -> Vec<f64> {
         .enumerate()
         .map(|(j, p)| p * ((lo + j) as f64 - mean).powi(2))
         .sum();
-    // bound[c] bounds E[1/(Y + c + s)], for c = 0..=up + 1.
-    let bound: Vec<f64> = (0..up + 2).map(|c| e.reciprocal_bound(c, (mean, var))).collect();
-    let bounds: Vec<f64> = (1..=up)
-        .map(|t| 2.0 * cumsum[t - 1] * bound[t + 1] + smooth * bound[t])
+    let bound = |c: usize| e.reciprocal_bound(c, (mean, var));
+    let volume_bound = |t: usize| 2.0 * cumsum[t - 1] * bound(t + 1) + smooth * bound(t);
+    // A block of volumes [a, b] is bounded by its largest prefix mass and smallest
+    // denominators: 2 S(b) bound(a + 1) + s bound(a).
+    let blocks: Vec<(usize, usize, f64)> = (1..=up)
+        .step_by(BLOCK)
+        .map(|a| {
+            let b = (a + BLOCK - 1).min(up);
+            (a, b, 2.0 * cumsum[b - 1] * bound(a + 1) + smooth * bound(a))
+        })
         .collect();
-    let likely = (1..=up)
-        .max_by(|&a, &b| bounds[a - 1].total_cmp(&bounds[b - 1]))
+    // The best volume of the most promising block sets the bar.
+    let (a, b, _) = blocks
+        .iter()
+        .copied()
+        .max_by(|x, y| x.2.total_cmp(&y.2))
+        .unwrap_or((1, 1, 0.0));
+    let likely = (a..=b)
+        .max_by(|&x, &y| volume_bound(x).total_cmp(&volume_bound(y)))
         .unwrap_or(1);
     let floor = score(likely);
     let floor = floor - 1e-12 * floor.abs();
-    (1..=up)
-        .map(|t| {
-            if bounds[t - 1] >= floor {
-                score(t)
-            } else {
-                f64::NEG_INFINITY
+    let mut scores = vec![f64::NEG_INFINITY; up];
+    for &(a, b, block_bound) in &blocks {
+        if block_bound < floor {
+            continue;
+        }
+        for t in a..=b {
+            if volume_bound(t) >= floor {
+                scores[t - 1] = score(t);
             }
-        })
-        .collect()
+        }
+    }
+    scores
 }
 
 /// TRNA: for volume t, pixel t's own moments are removed from the law its term sees:

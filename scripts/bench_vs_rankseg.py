@@ -325,7 +325,9 @@ def main(argv=None):
             cmd += ["--sizes", args.sizes]
         # Our side is cheap to repeat: more runs make its median robust to the noise of a
         # shared machine.
-        cmd += ["--repeats", str(args.ours_repeats)]
+        # argmax always: it is the reference of the ours_vs_argmax column.
+        ours_methods = sorted({m.strip() for m in args.methods.split(",") if m.strip()} | {"argmax"})
+        cmd += ["--repeats", str(args.ours_repeats), "--methods", ",".join(ours_methods)]
         print("running:", " ".join(cmd), flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd)

@@ -55,6 +55,7 @@ impl ConvNextConfig {
             .out_features
             .clone()
             .unwrap_or_else(|| vec![all.last().cloned().unwrap_or_default()]);
+        anyhow::ensure!(!names.is_empty(), "config.json: backbone out_features is empty");
         names
             .iter()
             .map(|name| {
@@ -66,6 +67,10 @@ impl ConvNextConfig {
     }
 
     pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.hidden_sizes.is_empty() && self.patch_size > 0 && self.hidden_sizes.iter().all(|&h| h > 0),
+            "config.json: backbone needs at least one stage, a positive patch_size and positive hidden_sizes"
+        );
         anyhow::ensure!(
             self.hidden_sizes.len() == self.depths.len(),
             "config.json: backbone hidden_sizes has {} entries but depths has {}",

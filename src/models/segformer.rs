@@ -98,11 +98,35 @@ impl SegformerConfig {
             ("num_attention_heads", self.num_attention_heads.len()),
             ("mlp_ratios", self.mlp_ratios.len()),
         ];
+        anyhow::ensure!(n > 0, "config.json: num_encoder_blocks must be at least 1");
         for (key, len) in lists {
             anyhow::ensure!(
                 len == n,
                 "config.json: {key} has {len} entries, num_encoder_blocks is {n}"
             );
+        }
+        let all_positive = [
+            &self.depths,
+            &self.sr_ratios,
+            &self.hidden_sizes,
+            &self.patch_sizes,
+            &self.strides,
+            &self.num_attention_heads,
+            &self.mlp_ratios,
+        ]
+        .iter()
+        .all(|list| list.iter().all(|&v| v > 0));
+        anyhow::ensure!(
+            all_positive,
+            "config.json: every size, ratio, stride and head count must be positive"
+        );
+        for (i, (&hidden, &heads)) in self
+            .hidden_sizes
+            .iter()
+            .zip(&self.num_attention_heads)
+            .enumerate()
+        {
+            anyhow::ensure!(hidden % heads == 0, "config.json: hidden_sizes[{i}] = {hidden} is not divisible by num_attention_heads[{i}] = {heads}");
         }
         if let Some(act) = &self.hidden_act {
             anyhow::ensure!(

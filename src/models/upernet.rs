@@ -64,6 +64,10 @@ impl UperNetConfig {
 
     pub fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.num_labels() > 0, "config.json: id2label is empty");
+        anyhow::ensure!(
+            self.hidden_size > 0 && self.pool_scales.iter().all(|&s| s > 0),
+            "config.json: hidden_size and every pool scale must be positive"
+        );
         self.convnext()?.check()
     }
 }

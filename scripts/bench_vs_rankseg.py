@@ -37,7 +37,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -47,52 +46,19 @@ import time
 
 import numpy as np
 
+from benchutil import available_cpus, cpu_model, write_text_atomic
+
 METHODS = ("argmax", "threshold", "rma_dice", "rma_iou", "ba", "trna", "ba_trna")
 SIZE_ORDER = ("voc", "ade20k", "cityscapes", "binary", "voc_small", "binary_small")
 
 
 # ----------------------------------------------------------------------------- machine
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def core_count():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover (non-Linux)
-        return os.cpu_count() or 1
-
-
 def machine_line(threads):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"machine: {cpu_model()}; nproc {core_count()}; torch threads {threads}; {now}"
+    return f"machine: {cpu_model()}; nproc {available_cpus()}; torch threads {threads}; {now}"
 
 
 # ----------------------------------------------------------------------------- io
-def atomic_write(path, text):
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_ours(path):
     with open(path) as f:
         rows = json.load(f)
@@ -299,7 +265,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     import torch
 
-    threads = args.threads or core_count()
+    threads = args.threads or available_cpus()
     torch.set_num_threads(threads)
     os.makedirs(args.out, exist_ok=True)
     notes = []
@@ -379,8 +345,8 @@ def main(argv=None):
     notes.append("ba / trna / ba_trna: RankSEG(metric='dice', solver='BA' | 'TRNA' | 'BA+TRNA', "
                  "output_mode='multilabel') on the same softmax maps.")
     rows = build_rows(ours, theirs, sizes, capped)
-    atomic_write(os.path.join(args.out, "bench.csv"), render_csv(rows, header, args.max_seconds))
-    atomic_write(os.path.join(args.out, "bench.md"),
+    write_text_atomic(os.path.join(args.out, "bench.csv"), render_csv(rows, header, args.max_seconds))
+    write_text_atomic(os.path.join(args.out, "bench.md"),
                  render_md(rows, header, shapes, notes, args.max_seconds))
     blob = {"machine": header, "repeats": args.repeats, "quick": args.quick,
             "max_seconds": args.max_seconds, "shapes": shapes,
@@ -389,7 +355,7 @@ def main(argv=None):
                          "single_run_over_max_seconds": (s, m) in capped}
                         for (s, m), v in sorted(theirs.items())],
             "rows": rows}
-    atomic_write(os.path.join(args.out, "bench.json"), json.dumps(blob, indent=1) + "\n")
+    write_text_atomic(os.path.join(args.out, "bench.json"), json.dumps(blob, indent=1) + "\n")
     print(render_md(rows, header, shapes, notes, args.max_seconds))
     print(f"wrote {args.out}/bench.csv, bench.md, bench.json")
     return 0

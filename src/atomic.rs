@@ -21,6 +21,14 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()
         out.flush()
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    // A temporary file is created private (0600); a result file is an ordinary one.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot set the permissions of {}", path.display()))?;
+    }
     tmp.persist(path)
         .with_context(|| format!("cannot move the finished file into place at {}", path.display()))?;
     Ok(())

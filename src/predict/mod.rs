@@ -17,6 +17,8 @@ pub mod volume;
 use std::fmt;
 use std::str::FromStr;
 
+use rayon::prelude::*;
+
 pub use float::Prob;
 pub use objective::RmaObjective;
 pub use rankdice::RankDiceSolver;
@@ -264,8 +266,6 @@ impl<'a, T: Prob> ProbMap<'a, T> {
         self.data.par_chunks(self.dim.max(1))
     }
 }
-
-use rayon::prelude::*;
 
 /// Finite and inside [0, 1], as rankseg checks before predicting.
 fn check_values<T: Prob>(map: &ProbMap<T>) -> Result<(), PredictError> {

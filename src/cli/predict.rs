@@ -22,15 +22,20 @@ pub struct PredictArgs {
     /// The metric RMA optimises (argmax and threshold ignore it).
     #[arg(long, default_value = "dice")]
     metric: Metric,
+    /// multiclass: an int64 class map (B, *spatial); multilabel: uint8 0/1 masks (B, C, *spatial).
     #[arg(long, default_value = "multiclass")]
     output_mode: OutputMode,
+    /// The smoothing term of the Dice/IoU being optimised.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     smooth: f64,
     /// Classes whose largest probability is at most this select nothing.
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pruning_prob: f64,
+    /// Multiclass RMA, pixels no class selected: max_score (best incremental score among the
+    /// active classes) or void (--void-index).
     #[arg(long, default_value = "max_score")]
     unassigned_policy: UnassignedPolicy,
+    /// The label of unassigned pixels under --unassigned-policy void (outside 0..C).
     #[arg(long, default_value_t = predict::DEFAULT_VOID_INDEX, allow_negative_numbers = true)]
     void_index: i64,
     /// BA/TRNA: tail mass left out of the refined-normal interval [default: 1e-4].

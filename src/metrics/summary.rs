@@ -67,14 +67,14 @@ fn worst_mean(values: &[f64], count: impl Fn(usize) -> usize) -> f64 {
 }
 
 /// Image reductions take the worst `int(q / 100 * n)` in float64, as Python does.
-fn image_count(q: u32) -> impl Fn(usize) -> usize {
-    move |n| (q as f64 / 100.0 * n as f64) as usize
+fn image_count(q: u32, n: usize) -> usize {
+    (q as f64 / 100.0 * n as f64) as usize
 }
 
 /// Class reductions compute the same product in float32, as the reference's torch code
 /// does (so e.g. q = 70 of 10 images keeps 6, not 7).
-fn class_count(q: u32) -> impl Fn(usize) -> usize {
-    move |n| ((q as f64 / 100.0) as f32 * n as f32) as usize
+fn class_count(q: u32, n: usize) -> usize {
+    ((q as f64 / 100.0) as f32 * n as f32) as usize
 }
 
 const QS: [u32; 10] = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
@@ -122,20 +122,21 @@ pub fn summarize(images: &[ImageCounts], spec: &MetricSpec, q: u32) -> Summary {
         .iter()
         .map(|&(r, _)| images.iter().map(|im| image_value(im, r)).collect())
         .collect();
-    for (reduce, suffix) in [(None, ""), (Some(QS.as_slice()), "Q"), (Some(&[q][..]), "q")] {
+    // Key suffixes: "" (all), "Q" (the mean of worst-10% .. worst-100%), "{q}" (worst-q%).
+    let q_only = [q];
+    let reductions: [(String, Option<&[u32]>); 3] = [
+        (String::new(), None),
+        ("Q".into(), Some(&QS)),
+        (q.to_string(), Some(&q_only)),
+    ];
+    // A mean over all values, or the mean over `qs` of the worst-q means.
+    let reduce = |vals: &[f64], qs: Option<&[u32]>, count: fn(u32, usize) -> usize| match qs {
+        None => nan_mean(vals.iter().copied()),
+        Some(qs) => qs.iter().map(|&q| worst_mean(vals, |n| count(q, n))).sum::<f64>() / qs.len() as f64,
+    };
+    for (suffix, qs) in &reductions {
         for ((_, name), vals) in Ratio::ALL.iter().zip(&per_ratio) {
-            let (key, v) = match reduce {
-                None => (format!("m{name}I"), nan_mean(vals.iter().copied())),
-                Some(qs) => (
-                    if suffix == "Q" {
-                        format!("m{name}IQ")
-                    } else {
-                        format!("m{name}I{q}")
-                    },
-                    qs.iter().map(|&q| worst_mean(vals, image_count(q))).sum::<f64>() / qs.len() as f64,
-                ),
-            };
-            put(key, v);
+            put(format!("m{name}I{suffix}"), reduce(vals, *qs, image_count));
         }
     }
 
@@ -147,23 +148,10 @@ pub fn summarize(images: &[ImageCounts], spec: &MetricSpec, q: u32) -> Summary {
             .map(|im| ratio.of(im.tp[c], im.fp[c], im.fn_[c]))
             .collect()
     };
-    for (reduce, suffix) in [(None, ""), (Some(QS.as_slice()), "Q"), (Some(&[q][..]), "q")] {
+    for (suffix, qs) in &reductions {
         for (ratio, name) in Ratio::ALL {
-            let per_class = (0..n).map(|c| {
-                let vals = class_values(ratio, c);
-                match reduce {
-                    None => nan_mean(vals),
-                    Some(qs) => {
-                        qs.iter().map(|&q| worst_mean(&vals, class_count(q))).sum::<f64>() / qs.len() as f64
-                    }
-                }
-            });
-            let key = match suffix {
-                "" => format!("m{name}C"),
-                "Q" => format!("m{name}CQ"),
-                _ => format!("m{name}C{q}"),
-            };
-            put(key, nan_mean(per_class));
+            let per_class = (0..n).map(|c| reduce(&class_values(ratio, c), *qs, class_count));
+            put(format!("m{name}C{suffix}"), nan_mean(per_class));
         }
     }
 

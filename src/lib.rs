@@ -1,15 +1,18 @@
 //! rankseg: metric-optimal segmentation predictors (RankSEG) and the harness that
 //! reproduces the RankSEG papers' tables.
 //!
-//! Data flows one way: probabilities -> [`predict`] -> [`metrics`] -> [`report`].
+//! Data flows one way: [`config`] -> [`data`] -> [`models`] -> probabilities ->
+//! [`predict`] -> [`metrics`] -> [`runner`] results -> [`report`] tables.
 
 pub mod ablation;
 pub mod atomic;
 pub mod cli;
-pub mod configs;
+pub mod config;
+pub mod data;
 pub mod metrics;
 pub mod models;
 pub mod predict;
 pub mod report;
+pub mod runner;
 pub mod synthetic;
 pub mod tensor_io;

@@ -2,7 +2,7 @@
 //! message naming it.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -32,84 +32,125 @@ pub struct IntArray {
 }
 
 /// An opened .npy: the reader, its element kind and byte size, and its shape.
-struct OpenedNpy {
-    npy: NpyFile<BufReader<File>>,
+struct OpenedNpy<R: Read> {
+    npy: NpyFile<R>,
     kind: TypeChar,
     size: u64,
     shape: Vec<usize>,
+    /// The file (and array) for messages.
+    name: String,
 }
 
-fn open(path: &Path) -> Result<OpenedNpy> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let npy = NpyFile::new(BufReader::new(file))
-        .with_context(|| format!("{} is not a readable .npy file", path.display()))?;
+fn open<R: Read>(reader: R, name: String) -> Result<OpenedNpy<R>> {
+    let npy = NpyFile::new(reader).with_context(|| format!("{name} is not a readable .npy array"))?;
+    checked(npy, name)
+}
+
+fn checked<R: Read>(npy: NpyFile<R>, name: String) -> Result<OpenedNpy<R>> {
     let DType::Plain(ts) = npy.dtype() else {
-        bail!(
-            "{} holds a structured array; expected a plain numeric array",
-            path.display()
-        );
+        bail!("{name} holds a structured array; expected a plain numeric array");
     };
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if npy.order() == Order::Fortran && shape.iter().filter(|&&d| d > 1).count() > 1 {
-        bail!(
-            "{} is stored in Fortran order; save it C-contiguous (numpy.ascontiguousarray) first",
-            path.display()
-        );
+        bail!("{name} is stored in Fortran order; save it C-contiguous (numpy.ascontiguousarray) first");
     }
     Ok(OpenedNpy {
         kind: ts.type_char(),
         size: ts.size_field(),
         npy,
         shape,
+        name,
     })
 }
 
-fn read_vec<T: npyz::Deserialize>(npy: NpyFile<BufReader<File>>, path: &Path) -> Result<Vec<T>> {
-    npy.into_vec()
-        .with_context(|| format!("cannot read the data of {}", path.display()))
+fn open_file(path: &Path) -> Result<OpenedNpy<BufReader<File>>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    open(BufReader::new(file), path.display().to_string())
+}
+
+impl<R: Read> OpenedNpy<R> {
+    fn read_vec<T: npyz::Deserialize>(self) -> Result<Vec<T>> {
+        let name = self.name;
+        self.npy
+            .into_vec()
+            .with_context(|| format!("cannot read the data of {name}"))
+    }
+
+    fn probs(self) -> Result<ProbArray> {
+        let shape = self.shape.clone();
+        Ok(match (self.kind, self.size) {
+            (TypeChar::Float, 4) => ProbArray::F32(self.read_vec()?, shape),
+            (TypeChar::Float, 8) => ProbArray::F64(self.read_vec()?, shape),
+            _ => bail!(
+                "{}: probabilities must be float32 or float64, got dtype {}",
+                self.name,
+                self.npy.dtype().descr()
+            ),
+        })
+    }
+
+    fn ints(self) -> Result<IntArray> {
+        let dtype = self.npy.dtype().descr();
+        let shape = self.shape.clone();
+        let data = match (self.kind, self.size) {
+            (TypeChar::Bool, 1) => self.read_vec::<bool>()?.into_iter().map(i64::from).collect(),
+            (TypeChar::Uint, 1) => self.read_vec::<u8>()?.into_iter().map(i64::from).collect(),
+            (TypeChar::Int, 1) => self.read_vec::<i8>()?.into_iter().map(i64::from).collect(),
+            (TypeChar::Uint, 2) => self.read_vec::<u16>()?.into_iter().map(i64::from).collect(),
+            (TypeChar::Int, 2) => self.read_vec::<i16>()?.into_iter().map(i64::from).collect(),
+            (TypeChar::Uint, 4) => self.read_vec::<u32>()?.into_iter().map(i64::from).collect(),
+            (TypeChar::Int, 4) => self.read_vec::<i32>()?.into_iter().map(i64::from).collect(),
+            (TypeChar::Int, 8) => self.read_vec::<i64>()?,
+            _ => bail!(
+                "{}: expected an integer or bool array, got dtype {dtype}",
+                self.name
+            ),
+        };
+        Ok(IntArray { data, shape, dtype })
+    }
 }
 
 pub fn read_probs(path: &Path) -> Result<ProbArray> {
-    let OpenedNpy {
-        npy,
-        kind,
-        size,
-        shape,
-    } = open(path)?;
-    Ok(match (kind, size) {
-        (TypeChar::Float, 4) => ProbArray::F32(read_vec(npy, path)?, shape),
-        (TypeChar::Float, 8) => ProbArray::F64(read_vec(npy, path)?, shape),
-        _ => bail!(
-            "{}: probabilities must be float32 or float64, got dtype {}",
-            path.display(),
-            npy.dtype().descr()
-        ),
-    })
+    open_file(path)?.probs()
 }
 
 pub fn read_ints(path: &Path) -> Result<IntArray> {
-    let OpenedNpy {
-        npy,
-        kind,
-        size,
-        shape,
-    } = open(path)?;
-    let dtype = npy.dtype().descr();
-    let data = match (kind, size) {
-        (TypeChar::Bool, 1) => read_vec::<bool>(npy, path)?.into_iter().map(i64::from).collect(),
-        (TypeChar::Uint, 1) => read_vec::<u8>(npy, path)?.into_iter().map(i64::from).collect(),
-        (TypeChar::Int, 1) => read_vec::<i8>(npy, path)?.into_iter().map(i64::from).collect(),
-        (TypeChar::Uint, 2) => read_vec::<u16>(npy, path)?.into_iter().map(i64::from).collect(),
-        (TypeChar::Int, 2) => read_vec::<i16>(npy, path)?.into_iter().map(i64::from).collect(),
-        (TypeChar::Uint, 4) => read_vec::<u32>(npy, path)?.into_iter().map(i64::from).collect(),
-        (TypeChar::Int, 4) => read_vec::<i32>(npy, path)?.into_iter().map(i64::from).collect(),
-        (TypeChar::Int, 8) => read_vec::<i64>(npy, path)?,
-        _ => bail!(
-            "{}: expected an integer or bool array, got dtype {dtype}",
-            path.display()
-        ),
-    };
-    Ok(IntArray { data, shape, dtype })
+    open_file(path)?.ints()
+}
+
+/// A NumPy .npz archive (`np.savez` / `np.savez_compressed`).
+pub struct Npz {
+    archive: npyz::npz::NpzArchive<BufReader<File>>,
+    path: std::path::PathBuf,
+}
+
+impl Npz {
+    pub fn open(path: &Path) -> Result<Self> {
+        let archive = npyz::npz::NpzArchive::open(path)
+            .with_context(|| format!("{} is not a readable .npz archive", path.display()))?;
+        Ok(Npz {
+            archive,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn array(&mut self, name: &str) -> Result<OpenedNpy<impl Read + '_>> {
+        let label = format!("{} (array {name:?})", self.path.display());
+        let npy = self
+            .archive
+            .by_name(name)
+            .with_context(|| format!("cannot read {label}"))?
+            .with_context(|| format!("{} has no array named {name:?}", self.path.display()))?;
+        checked(npy, label)
+    }
+
+    pub fn probs(&mut self, name: &str) -> Result<ProbArray> {
+        self.array(name)?.probs()
+    }
+
+    pub fn ints(&mut self, name: &str) -> Result<IntArray> {
+        self.array(name)?.ints()
+    }
 }
 
 /// Writes a C-order .npy atomically.

@@ -66,7 +66,7 @@ pub fn run(args: AblateArgs) -> Result<()> {
     table.write(&args.out, "ablation", &preamble)?;
     let png = args.out.join("ablation.png");
     plot_gap_vs_time(&records, &png)?;
-    print!("{preamble}{}", table.to_markdown());
+    print!("{preamble}{}", table.to_markdown()?);
     println!("\nwritten: {}/ablation.{{csv,md,png}}", args.out.display());
     Ok(())
 }

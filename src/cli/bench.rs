@@ -161,7 +161,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         std::env::consts::ARCH
     );
     table.write(&args.out, "bench", &preamble)?;
-    print!("{preamble}{}", table.to_markdown());
+    print!("{preamble}{}", table.to_markdown()?);
     if let Some(path) = &args.json {
         write_string_atomic(path, &serde_json::to_string_pretty(&timings)?)?;
     }

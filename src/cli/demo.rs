@@ -134,7 +134,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         args.images, args.size, args.size, args.classes, args.seed
     );
     table.write(&args.out, "demo", &preamble)?;
-    print!("{preamble}{}", table.to_markdown());
+    print!("{preamble}{}", table.to_markdown()?);
     println!(
         "\nwritten: {}/demo.csv, {}/demo.md",
         args.out.display(),

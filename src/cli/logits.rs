@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 
 use crate::atomic::write_string_atomic;
-use crate::models::{resolve, Model};
+use crate::models::{device, resolve, Model};
 use crate::tensor_io::{read_probs, write_npy, ProbArray};
 
 #[derive(Args)]
@@ -32,24 +32,6 @@ pub struct LogitsArgs {
     /// cpu, or cuda / cuda:N (a build with the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
-}
-
-fn device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
-            let ordinal = cuda
-                .strip_prefix("cuda:")
-                .map_or(Ok(0), str::parse)
-                .context("--device cuda:N needs a number")?;
-            if cfg!(feature = "cuda") {
-                Ok(Device::new_cuda(ordinal)?)
-            } else {
-                bail!("--device {cuda}: this binary was built without the `cuda` feature (cargo build --release --features cuda)")
-            }
-        }
-        other => bail!("unknown --device {other:?} (expected cpu, cuda or cuda:N)"),
-    }
 }
 
 pub fn run(args: LogitsArgs) -> Result<()> {

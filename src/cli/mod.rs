@@ -3,9 +3,12 @@
 mod ablate;
 mod bench;
 mod demo;
+mod exp;
 mod logits;
 mod predict;
+mod prepare;
 mod score;
+mod table;
 
 use std::process::ExitCode;
 
@@ -34,6 +37,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Solver ablation: every solver's expected Dice/IoU gap to the optimum, and its time.
     Ablate(ablate::AblateArgs),
+    /// The experiment's main.py: evaluate a model on a dataset with a predictor (--test-only).
+    Exp(exp::ExpArgs),
+    /// The papers' table (rows model x prediction, columns dataset) from finished exp runs.
+    Table(table::TableArgs),
+    /// Turn the LiTS or KiTS NIfTI volumes into the CT slices `exp` reads.
+    Prepare(prepare::PrepareArgs),
     /// A segmentation model's logits for a normalised batch (SegFormer, UperNet-ConvNeXt).
     Logits(logits::LogitsArgs),
 }
@@ -47,6 +56,9 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Ablate(args) => ablate::run(args),
         Command::Logits(args) => logits::run(args),
+        Command::Exp(args) => exp::run(args),
+        Command::Prepare(args) => prepare::run(args),
+        Command::Table(args) => table::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,10 +1,13 @@
 //! Segmentation metrics as the RankSEG-RMA experiment code's `AccuracyMetric` defines
 //! them: per-image confusion counts, then dataset (D), image (I) and class (C) reductions
-//! with worst-q variants. Metrics see predictions and labels, never models or probabilities.
+//! with worst-q variants; and the calibration of the probabilities (ECE, SCE). Metrics see
+//! predictions, probabilities and labels, never models or datasets.
 
+mod calibration;
 mod counts;
 mod summary;
 
+pub use calibration::{Calibration, CalibrationSpec};
 pub use counts::{ImageCounts, Prediction};
 pub use summary::{summarize, ImageMetrics, Summary};
 

@@ -14,6 +14,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::ops::require_float;
+use crate::config::Source;
 
 /// A model yaml (`configs/models/NAME.yaml`): where the checkpoint lives.
 #[derive(Clone, Debug, Deserialize)]
@@ -32,6 +33,42 @@ pub struct ModelYaml {
     pub hub_repo: Option<String>,
     #[serde(default)]
     pub revision: Option<String>,
+    // The experiment's training-side keys (segformer_mit_b0.yaml and friends), accepted so
+    // that its model yamls load unchanged; evaluation takes the architecture from the
+    // checkpoint's config.json instead.
+    pub output_stride: Option<usize>,
+    pub out_channels: Option<usize>,
+    pub aux_out_channels: Option<usize>,
+    pub dropout: Option<f64>,
+    pub align_corners: Option<bool>,
+    pub aux: Option<bool>,
+    pub bins: Option<Vec<usize>>,
+}
+
+impl ModelYaml {
+    /// The checkpoint the yaml names (`path`, relative to the yaml's folder, or
+    /// `hub_repo`), or `None` for a yaml that only describes an architecture.
+    pub fn checkpoint(&self, source: &Source) -> Result<Option<Checkpoint>> {
+        let mut checkpoint = match (&self.path, &self.hub_repo) {
+            (None, None) => return Ok(None),
+            (Some(dir), None) => {
+                let base = source
+                    .path
+                    .as_deref()
+                    .and_then(Path::parent)
+                    .unwrap_or(Path::new("."));
+                Checkpoint::from_dir(&base.join(dir))?
+            }
+            (None, Some(repo)) => from_hub(repo, self.revision.as_deref().unwrap_or("main"))
+                .with_context(|| format!("{}: cannot get the checkpoint", source.origin))?,
+            _ => bail!(
+                "{}: a model yaml names at most one of `path` or `hub_repo`",
+                source.origin
+            ),
+        };
+        checkpoint.method = Some(self.method.clone());
+        Ok(Some(checkpoint))
+    }
 }
 
 /// The files of one checkpoint.
@@ -67,29 +104,6 @@ impl Checkpoint {
 
     /// A model yaml (path), resolved to local files (downloading only if it names a hub
     /// repo whose files are not cached and HF_HUB_OFFLINE is not set).
-    pub fn from_yaml(path: &Path, text: &str) -> Result<Self> {
-        let yaml: ModelYaml = serde_yaml::from_str(text)
-            .with_context(|| format!("{}: not a valid model yaml", path.display()))?;
-        let mut checkpoint = match (&yaml.path, &yaml.hub_repo) {
-            (Some(dir), None) => {
-                let dir = if dir.is_relative() {
-                    path.parent().unwrap_or(Path::new(".")).join(dir)
-                } else {
-                    dir.clone()
-                };
-                Checkpoint::from_dir(&dir)?
-            }
-            (None, Some(repo)) => from_hub(repo, yaml.revision.as_deref().unwrap_or("main"))
-                .with_context(|| format!("{}: cannot get the checkpoint", path.display()))?,
-            _ => bail!(
-                "{}: a model yaml names exactly one of `path` or `hub_repo`",
-                path.display()
-            ),
-        };
-        checkpoint.method = Some(yaml.method);
-        Ok(checkpoint)
-    }
-
     /// A VarBuilder over the weights, with the checks above.
     pub fn var_builder(&self, device: &Device) -> Result<VarBuilder<'static>> {
         let backend = CheckedWeights::open(&self.weights, &self.source)?;

@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
 pub use loading::{Checkpoint, ModelYaml};
+pub use ops::resize_bilinear;
 pub use segformer::{Segformer, SegformerConfig};
 pub use upernet::{UperNet, UperNetConfig};
 
@@ -79,28 +80,38 @@ impl Model {
     }
 }
 
-/// What `--model` names: a checkpoint directory, a model yaml path, or the name of a yaml
-/// under `configs/models/` (the ones shipped with the binary, or ./configs/models/).
+/// What `--model` names: a checkpoint directory, a model yaml, or the name of a yaml
+/// under `configs/models/` (./configs/models/ first, then the ones shipped with the binary).
 pub fn resolve(spec: &str) -> Result<Checkpoint> {
     let path = Path::new(spec);
     if path.is_dir() {
         return Checkpoint::from_dir(path);
     }
-    if path.is_file() {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        return Checkpoint::from_yaml(path, &text);
+    let source = crate::config::find(crate::config::Kind::Models, spec)?;
+    let yaml: ModelYaml = source.parse()?;
+    yaml.checkpoint(&source)?.with_context(|| {
+        format!(
+            "{}: this model yaml names no weights (neither `path` nor `hub_repo`): give a checkpoint directory",
+            source.origin
+        )
+    })
+}
+
+/// The device `--device` names: cpu, or cuda / cuda:N in a build with the `cuda` feature.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+            let ordinal = cuda
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), str::parse)
+                .context("--device cuda:N needs a number")?;
+            if cfg!(feature = "cuda") {
+                Ok(Device::new_cuda(ordinal)?)
+            } else {
+                bail!("--device {cuda}: this binary was built without the `cuda` feature (cargo build --release --features cuda)")
+            }
+        }
+        other => bail!("unknown --device {other:?} (expected cpu, cuda or cuda:N)"),
     }
-    let local = Path::new("configs/models").join(format!("{spec}.yaml"));
-    if local.is_file() {
-        let text = std::fs::read_to_string(&local)?;
-        return Checkpoint::from_yaml(&local, &text);
-    }
-    if let Some(text) = crate::configs::model_yaml(spec) {
-        return Checkpoint::from_yaml(&Path::new("configs/models").join(format!("{spec}.yaml")), text);
-    }
-    bail!(
-        "{spec} is neither a checkpoint directory, a model yaml, nor a name under configs/models/ (known: {})",
-        crate::configs::model_names().join(", ")
-    )
 }

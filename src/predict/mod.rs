@@ -4,6 +4,7 @@
 //! outputs and in what input it rejects; see `../shared/SPEC.md` for the semantics.
 
 mod argmax;
+pub mod experiment;
 mod float;
 mod multiclass;
 mod objective;

@@ -1,0 +1,85 @@
+//! `configs/test/NAME.yaml`: how the test loop infers and what it measures.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestConfig {
+    #[serde(rename = "ITER")]
+    pub iter: IterConfig,
+    #[serde(rename = "INF")]
+    pub inf: InfConfig,
+    #[serde(rename = "METRIC")]
+    pub metric: MetricConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IterConfig {
+    // Training-loop keys, kept for the experiment's layout.
+    #[serde(default)]
+    pub test_epochs: Option<i64>,
+    #[serde(default)]
+    pub remove_old: Option<bool>,
+    /// Log a progress line every this many batches.
+    pub log_iters: usize,
+    /// Write coloured prediction PNGs next to the results.
+    #[serde(default)]
+    pub save_pred: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfConfig {
+    /// Scales at which the image is predicted; the probabilities are averaged.
+    pub ratios: Vec<f64>,
+    /// Average with the mirrored image (as the experiment: only with several ratios).
+    pub flip: bool,
+    /// Sliding-window stride as a fraction of the crop.
+    pub stride_rate: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(non_snake_case)]
+pub struct MetricConfig {
+    pub accuracyD: bool,
+    pub accuracyI: bool,
+    pub accuracyC: bool,
+    pub ECED: bool,
+    pub ECEI: bool,
+    pub SCED: bool,
+    pub SCEI: bool,
+    pub num_bins: usize,
+    pub q: u32,
+    #[serde(default)]
+    pub q_bar: bool,
+}
+
+impl TestConfig {
+    pub fn check(&self) -> Result<(), String> {
+        let inf = &self.inf;
+        if inf.ratios.is_empty() || inf.ratios.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
+            return Err(format!(
+                "INF.ratios must be positive numbers, got {:?}",
+                inf.ratios
+            ));
+        }
+        if !(inf.stride_rate > 0.0 && inf.stride_rate <= 1.0) {
+            return Err(format!(
+                "INF.stride_rate must be in (0, 1], got {}",
+                inf.stride_rate
+            ));
+        }
+        if !(1..=100).contains(&self.metric.q) {
+            return Err(format!(
+                "METRIC.q must be a percentage in 1..=100, got {}",
+                self.metric.q
+            ));
+        }
+        if self.metric.num_bins == 0 {
+            return Err("METRIC.num_bins must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+//! Image and label files: JPEG through libjpeg-turbo's decoder (mozjpeg), so pixels equal
+//! what OpenCV and Pillow decode; PNG through the png crate; labels as class indices.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::tensor_io::read_ints;
+
+/// An 8-bit RGB image, row-major (H, W, 3).
+pub struct Rgb {
+    pub pixels: Vec<u8>,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// Reads a colour image as `cv2.imread(IMREAD_COLOR)` then BGR -> RGB does: grey is
+/// replicated, alpha dropped, 16-bit reduced to its high byte.
+pub fn read_rgb(path: &Path) -> Result<Rgb> {
+    let is_png = has_extension(path, "png");
+    let image = if is_png {
+        read_png(
+            path,
+            png::Transformations::EXPAND | png::Transformations::STRIP_16,
+        )
+        .and_then(|(data, info)| to_rgb(data, info))
+    } else if has_extension(path, "jpg") || has_extension(path, "jpeg") {
+        read_jpeg(path)
+    } else {
+        bail!("unsupported image format (expected .jpg, .jpeg or .png)")
+    };
+    image.with_context(|| format!("cannot read the image {}", path.display()))
+}
+
+/// Reads a label map as class indices: a grey or palette PNG (the palette indices, as
+/// VOC's SegmentationClass stores them) or an integer .npy of shape (H, W).
+pub fn read_label(path: &Path) -> Result<(Vec<i64>, usize, usize)> {
+    if has_extension(path, "npy") {
+        let array = read_ints(path)?;
+        if array.shape.len() != 2 {
+            bail!(
+                "{}: a label .npy must have shape (H, W), got {:?}",
+                path.display(),
+                array.shape
+            );
+        }
+        return Ok((array.data, array.shape[0], array.shape[1]));
+    }
+    let (data, info) = read_png(path, png::Transformations::IDENTITY)
+        .with_context(|| format!("cannot read the label {}", path.display()))?;
+    let (height, width) = (info.height as usize, info.width as usize);
+    let values: Vec<i64> = match (info.color_type, info.bit_depth) {
+        (png::ColorType::Grayscale | png::ColorType::Indexed, png::BitDepth::Eight) => {
+            data.iter().map(|&v| v as i64).collect()
+        }
+        (png::ColorType::Grayscale, png::BitDepth::Sixteen) => {
+            data.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]]) as i64).collect()
+        }
+        (color, depth) => bail!(
+            "{}: a label PNG must hold one 8- or 16-bit class index per pixel (grey or palette), this one is {color:?} at {depth:?} bits",
+            path.display()
+        ),
+    };
+    Ok((values, height, width))
+}
+
+fn has_extension(path: &Path, ext: &str) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+fn read_png(path: &Path, transformations: png::Transformations) -> Result<(Vec<u8>, png::OutputInfo)> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut decoder = png::Decoder::new(BufReader::new(file));
+    decoder.set_transformations(transformations);
+    let mut reader = decoder.read_info()?;
+    let mut data = vec![0u8; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut data)?;
+    data.truncate(info.buffer_size());
+    Ok((data, info))
+}
+
+fn to_rgb(data: Vec<u8>, info: png::OutputInfo) -> Result<Rgb> {
+    let channels = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => bail!("palette PNG not expanded"),
+    };
+    let pixels = if channels == 3 {
+        data
+    } else {
+        data.chunks_exact(channels)
+            .flat_map(|px| {
+                if channels <= 2 {
+                    [px[0]; 3]
+                } else {
+                    [px[0], px[1], px[2]]
+                }
+            })
+            .collect()
+    };
+    Ok(Rgb {
+        pixels,
+        height: info.height as usize,
+        width: info.width as usize,
+    })
+}
+
+fn read_jpeg(path: &Path) -> Result<Rgb> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // libjpeg reports corrupt data through a panic in this binding; turn it into an error.
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Rgb> {
+        let mut jpeg = mozjpeg::Decompress::new_mem(&bytes)?.rgb()?;
+        let (width, height) = (jpeg.width(), jpeg.height());
+        let rows: Vec<[u8; 3]> = jpeg.read_scanlines()?;
+        jpeg.finish()?;
+        Ok(Rgb {
+            pixels: rows.into_iter().flatten().collect(),
+            height,
+            width,
+        })
+    });
+    match decoded {
+        Ok(result) => Ok(result?),
+        Err(_) => bail!("not a decodable JPEG"),
+    }
+}
+
+/// Writes class indices (H, W) as an 8-bit palette PNG: coloured in any viewer, and
+/// `read_label` gives the indices back.
+pub fn write_palette_png(
+    path: &Path,
+    indices: &[u8],
+    height: usize,
+    width: usize,
+    palette: &[[u8; 3]],
+) -> Result<()> {
+    crate::atomic::write_atomic(path, |out| {
+        let mut encoder = png::Encoder::new(out, width as u32, height as u32);
+        encoder.set_color(png::ColorType::Indexed);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_palette(palette.iter().flatten().copied().collect::<Vec<u8>>());
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(indices)?;
+        writer.finish()?;
+        Ok(())
+    })
+}

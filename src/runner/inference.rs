@@ -1,0 +1,228 @@
+//! Test-time inference as the experiment's `Segmentor.multi_scale_predict`: sliding
+//! windows over the padded image, logits resized to each window and averaged, divided by
+//! the temperature and softmaxed; with several scale ratios, the image is resized per
+//! ratio (and mirrored when `flip`), predicted, and the probabilities resized back and
+//! averaged.
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+use crate::data::resize;
+use crate::data::transform::Plane;
+use crate::models::{resize_bilinear, Model};
+
+/// The experiment pads a rescaled, already normalised image with ImageNet's mean in 0..1
+/// units (not zero): kept, since it is what produced the published numbers.
+const RESCALED_PAD: [f32; 3] = [0.485, 0.456, 0.406];
+
+pub struct Inference<'a> {
+    pub model: &'a Model,
+    pub device: Device,
+    pub num_classes: usize,
+    pub crop: [usize; 2],
+    pub stride_rate: f64,
+    pub flip: bool,
+    pub ratios: Vec<f64>,
+    pub temperature: f64,
+}
+
+/// A batch of equally sized (C, H, W) inputs, one buffer.
+pub struct Batch {
+    pub data: Vec<f32>,
+    pub size: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Inference<'_> {
+    /// Probabilities (B, K, H, W) for the batch.
+    pub fn probabilities(&self, batch: &Batch) -> Result<Vec<f32>> {
+        if self.ratios.len() == 1 {
+            // As the experiment: one ratio predicts the image as it is, without flip.
+            let logits = self.logits(batch)?;
+            return Ok(softmax(logits, batch.size, self.num_classes, self.temperature));
+        }
+        let per_image = batch.channels * batch.height * batch.width;
+        let mut out = Vec::with_capacity(batch.size * self.num_classes * batch.height * batch.width);
+        for image in batch.data.chunks_exact(per_image) {
+            out.extend(self.multi_scale(image, batch)?);
+        }
+        Ok(out)
+    }
+
+    /// Averaged window logits (B, K, H, W); the input must be at least the crop size.
+    fn logits(&self, batch: &Batch) -> Result<Vec<f32>> {
+        let [crop_h, crop_w] = self.crop;
+        let (b, k, h, w) = (batch.size, self.num_classes, batch.height, batch.width);
+        let input = Tensor::from_slice(&batch.data, (b, batch.channels, h, w), &self.device)?;
+        let starts = |size: usize, crop: usize| -> Vec<usize> {
+            if size <= crop {
+                return vec![0];
+            }
+            let stride = (crop as f64 * self.stride_rate).ceil() as usize;
+            let grid = (size - crop).div_ceil(stride) + 1;
+            (0..grid).map(|i| (i * stride + crop).min(size) - crop).collect()
+        };
+        let mut sum = vec![0.0f32; b * k * h * w];
+        let mut count = vec![0u32; h * w];
+        for &top in &starts(h, crop_h) {
+            for &left in &starts(w, crop_w) {
+                let window = input
+                    .narrow(2, top, crop_h.min(h))?
+                    .narrow(3, left, crop_w.min(w))?;
+                let (wh, ww) = (crop_h.min(h), crop_w.min(w));
+                let logits = self.window_logits(&window.contiguous()?, wh, ww)?;
+                for plane in 0..b * k {
+                    let src = &logits[plane * wh * ww..(plane + 1) * wh * ww];
+                    let dst = &mut sum[plane * h * w..(plane + 1) * h * w];
+                    for y in 0..wh {
+                        let row = (top + y) * w + left;
+                        for (d, s) in dst[row..row + ww].iter_mut().zip(&src[y * ww..(y + 1) * ww]) {
+                            *d += s;
+                        }
+                    }
+                }
+                for y in 0..wh {
+                    let row = (top + y) * w + left;
+                    count[row..row + ww].iter_mut().for_each(|c| *c += 1);
+                }
+            }
+        }
+        if count.iter().any(|&c| c > 1) {
+            for plane in sum.chunks_exact_mut(h * w) {
+                for (v, &c) in plane.iter_mut().zip(&count) {
+                    *v /= c as f32;
+                }
+            }
+        }
+        Ok(sum)
+    }
+
+    /// One window's logits at the window's size (SegFormer's 1/4-resolution logits are
+    /// resized bilinearly, align_corners=False).
+    fn window_logits(&self, window: &Tensor, height: usize, width: usize) -> Result<Vec<f32>> {
+        let mut logits = self.model.forward(window).context("model forward")?;
+        let (_, classes, lh, lw) = logits.dims4()?;
+        if classes != self.num_classes {
+            anyhow::bail!(
+                "the model gives {classes} classes but the data yaml has num_classes {}",
+                self.num_classes
+            );
+        }
+        if (lh, lw) != (height, width) {
+            logits = resize_bilinear(&logits, height, width)?;
+        }
+        Ok(logits.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// One image (C, H, W) at every ratio, probabilities averaged (K, H, W).
+    fn multi_scale(&self, image: &[f32], batch: &Batch) -> Result<Vec<f32>> {
+        let (c, h, w, k) = (batch.channels, batch.height, batch.width, self.num_classes);
+        let plane = Plane {
+            data: to_hwc(image, c, h * w),
+            height: h,
+            width: w,
+            channels: c,
+        };
+        let mut total = vec![0.0f32; k * h * w];
+        for &ratio in &self.ratios {
+            // int(h * r), kept odd when the image is odd, as the experiment does.
+            let scaled = |size: usize| {
+                let s = (size as f64 * ratio) as usize;
+                if size % 2 == 1 && s % 2 == 0 {
+                    s + 1
+                } else {
+                    s
+                }
+            };
+            let fill: Vec<f32> = (0..c).map(|ch| RESCALED_PAD[ch.min(2)]).collect();
+            let resized =
+                resize::linear(&plane, scaled(h), scaled(w)).pad_centred(self.crop[0], self.crop[1], &fill);
+            let (rh, rw) = (resized.height, resized.width);
+            let chw = resized.to_chw(|_, v| v);
+            let mut views = chw.clone();
+            if self.flip {
+                views.extend(mirror(&chw, c, rh, rw));
+            }
+            let batch = Batch {
+                data: views,
+                size: if self.flip { 2 } else { 1 },
+                channels: c,
+                height: rh,
+                width: rw,
+            };
+            let probs = softmax(self.logits(&batch)?, batch.size, k, self.temperature);
+            let mut probs_one = probs[..k * rh * rw].to_vec();
+            if self.flip {
+                let mirrored = mirror(&probs[k * rh * rw..], k, rh, rw);
+                for (p, q) in probs_one.iter_mut().zip(mirrored) {
+                    *p = (*p + q) / 2.0;
+                }
+            }
+            let back = resize::linear(
+                &Plane {
+                    data: to_hwc(&probs_one, k, rh * rw),
+                    height: rh,
+                    width: rw,
+                    channels: k,
+                },
+                h,
+                w,
+            );
+            for (t, v) in total.iter_mut().zip(back.to_chw(|_, v| v)) {
+                *t += v;
+            }
+        }
+        let n = self.ratios.len() as f32;
+        total.iter_mut().for_each(|v| *v /= n);
+        Ok(total)
+    }
+}
+
+fn to_hwc(chw: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
+    (0..pixels)
+        .flat_map(|i| (0..channels).map(move |c| chw[c * pixels + i]))
+        .collect()
+}
+
+/// Left-right mirror of (C, H, W).
+fn mirror(chw: &[f32], channels: usize, height: usize, width: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(chw.len());
+    for row in chw[..channels * height * width].chunks_exact(width) {
+        out.extend(row.iter().rev());
+    }
+    out
+}
+
+/// `(logits / temperature).log_softmax(1).exp()` over the class axis of (B, K, H, W).
+pub fn softmax(mut logits: Vec<f32>, images: usize, classes: usize, temperature: f64) -> Vec<f32> {
+    let t = temperature as f32;
+    let image_len = logits.len() / images.max(1);
+    logits
+        .par_chunks_mut(image_len.max(1))
+        .for_each(|image| softmax_image(image, classes, t));
+    logits
+}
+
+fn softmax_image(image: &mut [f32], classes: usize, t: f32) {
+    let dim = image.len() / classes;
+    for i in 0..dim {
+        let x = |c: usize, image: &[f32]| {
+            if t == 1.0 {
+                image[c * dim + i]
+            } else {
+                image[c * dim + i] / t
+            }
+        };
+        let max = (0..classes)
+            .map(|c| x(c, image))
+            .fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = (0..classes).map(|c| (x(c, image) - max).exp()).sum();
+        let log_sum = sum.ln();
+        for c in 0..classes {
+            image[c * dim + i] = (x(c, image) - max - log_sum).exp();
+        }
+    }
+}

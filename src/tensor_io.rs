@@ -42,7 +42,7 @@ struct OpenedNpy<R: Read> {
 }
 
 fn open<R: Read>(reader: R, name: String) -> Result<OpenedNpy<R>> {
-    let npy = NpyFile::new(reader).with_context(|| format!("{name} is not a readable .npy array"))?;
+    let npy = NpyFile::new(reader).with_context(|| format!("{name} is not a readable .npy file"))?;
     checked(npy, name)
 }
 

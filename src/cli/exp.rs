@@ -228,6 +228,27 @@ pub fn run(args: ExpArgs) -> Result<()> {
         Some(c) => Some(Model::load(c, &device)?),
         None => None,
     };
+    if let (Some(model), Some(checkpoint)) = (&model, &checkpoint) {
+        let data = &configs.data;
+        if model.num_classes != data.num_classes {
+            bail!(
+                "{} predicts {} classes but the data yaml has num_classes {}",
+                checkpoint.source,
+                model.num_classes,
+                data.num_classes
+            );
+        }
+        let channels = data
+            .in_channels
+            .unwrap_or(if data.dataset.medical() { 1 } else { 3 });
+        if model.in_channels != channels {
+            bail!(
+                "{} takes {} input channels but the data yaml gives {channels} (in_channels)",
+                checkpoint.source,
+                model.in_channels
+            );
+        }
+    }
     let inf = &configs.test.inf;
     if inf.flip && inf.ratios.len() == 1 {
         eprintln!("note: INF.flip is ignored with a single ratio, as the experiment code ignores it");

@@ -24,7 +24,15 @@ fn default_id2label() -> std::collections::BTreeMap<String, String> {
 }
 
 /// A loaded model, by the `model_type` of its config.json.
-pub enum Model {
+pub struct Model {
+    net: Net,
+    /// Input channels (config.json `num_channels`; 3 when absent).
+    pub in_channels: usize,
+    /// Output classes (the size of config.json's `id2label`).
+    pub num_classes: usize,
+}
+
+enum Net {
     Segformer(Box<Segformer>),
     UperNet(Box<UperNet>),
 }
@@ -50,32 +58,43 @@ impl Model {
                 checkpoint.source
             )
         };
+        let num_classes = json["id2label"].as_object().map_or(2, |labels| labels.len());
+        let channels_of = |config: &serde_json::Value| config["num_channels"].as_u64().unwrap_or(3) as usize;
+        let in_channels = match model_type.as_str() {
+            "upernet" => channels_of(&json["backbone_config"]),
+            _ => channels_of(&json),
+        };
         let vb = checkpoint.var_builder(device)?;
         let weights_error = || format!("cannot load the {model_type} weights of {}", checkpoint.source);
-        Ok(match model_type.as_str() {
+        let net = match model_type.as_str() {
             "segformer" => {
                 let cfg: SegformerConfig = serde_json::from_value(json).with_context(config_error)?;
                 cfg.check().with_context(config_error)?;
-                Model::Segformer(Box::new(Segformer::load(vb, &cfg).with_context(weights_error)?))
+                Net::Segformer(Box::new(Segformer::load(vb, &cfg).with_context(weights_error)?))
             }
             "upernet" => {
                 let cfg: UperNetConfig = serde_json::from_value(json).with_context(config_error)?;
                 cfg.check().with_context(config_error)?;
-                Model::UperNet(Box::new(UperNet::load(vb, &cfg).with_context(weights_error)?))
+                Net::UperNet(Box::new(UperNet::load(vb, &cfg).with_context(weights_error)?))
             }
             other => bail!(
                 "{}: model_type {other:?} is not supported (segformer and upernet are)",
                 checkpoint.config.display()
             ),
+        };
+        Ok(Model {
+            net,
+            in_channels,
+            num_classes,
         })
     }
 
     /// Logits for a normalised (B, 3, H, W) batch, exactly as transformers' `.logits`
     /// (SegFormer: 1/4 resolution; UperNet: input resolution).
     pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Model::Segformer(m) => m.forward(pixel_values)?,
-            Model::UperNet(m) => m.forward(pixel_values)?,
+        Ok(match &self.net {
+            Net::Segformer(m) => m.forward(pixel_values)?,
+            Net::UperNet(m) => m.forward(pixel_values)?,
         })
     }
 }

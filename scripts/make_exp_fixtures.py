@@ -81,6 +81,11 @@ VOC_IMAGES = [
 VOC_ALL_IGNORE = "2007_000033"
 VOC_PROBS_IDS = ["2007_009346", "2008_000073"]  # candidates for probs/ (kept while it fits)
 VOC_SMALL_CROP = [48, 64]
+# voc_small_ms: voc_small.yaml data with test_ms.yaml (= test_iou.yaml with these INF settings)
+VOC_MS_RATIOS = [0.75, 1.0, 1.25]
+VOC_MS_FLIP = True
+VOC_MS_PROBE_ID = "2007_000129"  # its multi-scale prob map is stored (or probed); else the first scored image
+MS_PROBS_LIMIT = 150 * 1024      # ms_probs_<id>.npy only if under this; otherwise expected.json probe values
 
 SEGFORMER_BASE = dict(
     num_encoder_blocks=4, depths=[1, 1, 1, 1], sr_ratios=[8, 4, 2, 1],
@@ -161,9 +166,11 @@ def make_ref_segmentor_class(methods):
             self.hf = hf
             self.crop_size = tuple(crop_size)
             self.windows = []
+            self.batches = []
 
         def forward(self, x):
             self.windows.append(list(x.shape[2:]))
+            self.batches.append(int(x.shape[0]))
             logits = self.hf(pixel_values=x).logits
             up = F.interpolate(logits, size=self.crop_size, mode="bilinear", align_corners=False)
             return up, None
@@ -183,6 +190,22 @@ def window_grid(h, w, crop, stride_rate):
         for j in range(gw):
             eh, ew = min(i * sh + ch, h), min(j * sw + cw, w)
             out.append([eh - ch, ew - cw])
+    return out
+
+
+def ms_scales(h, w, crop, stride_rate, ratios):
+    """What Segmentor.multi_scale_predict does per ratio (len(ratios) > 1): the resized size
+    (int(h * r), bumped to odd when h is odd), the size after padding to the crop, the windows."""
+    out = []
+    for r in ratios:
+        rh, rw = int(h * r), int(w * r)
+        if h % 2 and not rh % 2:
+            rh += 1
+        if w % 2 and not rw % 2:
+            rw += 1
+        ph, pw = max(rh, crop[0]), max(rw, crop[1])
+        out.append({"ratio": r, "resized_hw": [rh, rw], "padded_hw": [ph, pw],
+                    "windows": window_grid(ph, pw, crop, stride_rate)})
     return out
 
 
@@ -436,14 +459,29 @@ def eval_voc(mods, model, data_dir, data_config, test_config, ids, predictors, r
             else:
                 preds[name].append(v[0].numpy().astype(np.int64))
         pm = prob[0].max(0).values
-        images_info.append({
-            "id": idx, "padded_hw": [h, w], "windows": window_grid(h, w, dc["crop_size"], tc["INF"]["stride_rate"]),
+        multi = len(tc["INF"]["ratios"]) > 1
+        if not multi:
+            info = {"id": idx, "padded_hw": [h, w],
+                    "windows": window_grid(h, w, dc["crop_size"], tc["INF"]["stride_rate"])}
+            n_windows = len(info["windows"])
+            assert set(seg.batches) == {1}
+        else:
+            scales = ms_scales(h, w, dc["crop_size"], tc["INF"]["stride_rate"], tc["INF"]["ratios"])
+            info = {"id": idx, "padded_hw": [h, w], "scales": scales,
+                    "forward_batch": 2 if tc["INF"]["flip"] else 1}
+            n_windows = sum(len(sc["windows"]) for sc in scales)
+            assert set(seg.batches) == {info["forward_batch"]}
+            assert seg.windows == [list(dc["crop_size"])] * n_windows
+        info.update({
             "forward_calls": len(seg.windows),
             "prob_max": float(prob.max()), "pixels_max_prob_gt_0.5": int((pm > 0.5).sum()),
             "classes_with_max_prob_gt_0.1": int((prob[0].reshape(nc, -1).max(1).values > 0.1).sum()),
             "argmax_classes": int(len(np.unique(preds["argmax"][-1]))),
         })
-        assert len(seg.windows) == len(images_info[-1]["windows"])
+        if multi:
+            info["prob_sum_minus_pixels"] = float(prob[0].double().sum() - h * w)
+        images_info.append(info)
+        assert len(seg.windows) == n_windows
         for name, params in rma_params.items():
             if not isinstance(out[name], str):
                 ov.setdefault(name, {})[idx] = overlap_stats(prob, mods["rankseg_rma"], params, out[name][0], lab255 != ign)
@@ -761,6 +799,7 @@ def main(argv=None):
     voc_yaml_text = open(os.path.join(cfgdir, "datas", "pascal_voc.yaml")).read()
     lits_yaml_text = open(os.path.join(cfgdir, "datas", "lits_fold0.yaml")).read()
     test_cfg = read_yaml(os.path.join(cfgdir, "test", "test_iou.yaml"))
+    test_yaml_text = open(os.path.join(cfgdir, "test", "test_iou.yaml")).read()
     pc_rma = read_yaml(os.path.join(cfgdir, "predict", "rankseg_rma.yaml"))
     pc_ba = read_yaml(os.path.join(cfgdir, "predict", "rankseg_ba.yaml"))
     assert test_cfg["INF"]["ratios"] == [1] and test_cfg["INF"]["flip"] is False
@@ -770,7 +809,8 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix=".exp_build_", dir=parent)
     scratch = tempfile.mkdtemp(prefix="exp_fixture_scratch_")
     try:
-        expected = build(tmp, scratch, mods, voc_yaml_text, lits_yaml_text, test_cfg, pc_rma, pc_ba, rma)
+        expected = build(tmp, scratch, mods, voc_yaml_text, lits_yaml_text, test_cfg, pc_rma, pc_ba, rma,
+                         test_yaml_text)
         for d, _, fs in os.walk(tmp):  # safetensors writes 0600 files; make modes uniform
             os.chmod(d, 0o755)
             for f in fs:
@@ -793,8 +833,10 @@ def main(argv=None):
 
     # summary
     print(f"wrote {out} ({total} bytes)")
-    for ds in ("voc_crop512", "voc_small"):
+    for ds in ("voc_crop512", "voc_small", "voc_small_ms"):
         for name, e in expected[ds].items():
+            if name == "probe":
+                continue
             print(f"{ds:12s} {name:24s} mIoUI={e['metrics']['mIoUI']:.4f} mIoUD={e['metrics']['mIoUD']:.4f}")
     for name, e in expected["lits_small"]["predictors"].items():
         m = e.get("metrics")
@@ -802,7 +844,7 @@ def main(argv=None):
     return 0
 
 
-def build(tmp, scratch, mods, voc_yaml_text, lits_yaml_text, test_cfg, pc_rma, pc_ba, rma):
+def build(tmp, scratch, mods, voc_yaml_text, lits_yaml_text, test_cfg, pc_rma, pc_ba, rma, test_yaml_text):
     rng = np.random.default_rng(20240611)
     expected = {}
 
@@ -949,6 +991,10 @@ def build(tmp, scratch, mods, voc_yaml_text, lits_yaml_text, test_cfg, pc_rma, p
     expected["lits_small"] = dict(lits_res)
     expected["lits_small_info"] = lits_info
 
+    # ---------------- VOC multi-scale + flip (voc_small data, test_ms.yaml); after everything
+    # else so that nothing above (rng draws included) depends on it
+    expected["voc_small_ms"], ms_info = voc_small_ms(tmp, mods, m_voc, voc, small_dc, ids, test_yaml_text, pc_rma)
+
     # ---------------- meta
     expected["meta"] = {
         "generator": "scripts/make_exp_fixtures.py",
@@ -968,11 +1014,81 @@ def build(tmp, scratch, mods, voc_yaml_text, lits_yaml_text, test_cfg, pc_rma, p
     # reorder: predictors' results first, then the rest
     expected["lits_small"] = {"predictors": lits_res, **lits_info}
     del expected["lits_small_info"]
+    expected["voc_small_ms_info"] = ms_info  # after meta: the older keys keep their order
     with open(os.path.join(tmp, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, allow_nan=False)
         f.write("\n")
     write_readme(tmp, expected)
     return expected
+
+
+def voc_small_ms(tmp, mods, model, voc, small_dc, ids, test_yaml_text, pc_rma):
+    """voc_small data evaluated with test_ms.yaml (test_iou.yaml with INF.ratios VOC_MS_RATIOS
+    and INF.flip VOC_MS_FLIP): Segmentor.multi_scale_predict's multi-ratio branch."""
+    old_r, new_r = "ratios: [1]\n", f"ratios: [{', '.join(str(float(r)) for r in VOC_MS_RATIOS)}]\n"
+    old_f, new_f = "flip: False\n", f"flip: {VOC_MS_FLIP}\n"
+    assert test_yaml_text.count(old_r) == 1 and test_yaml_text.count(old_f) == 1
+    ms_text = test_yaml_text.replace(old_r, new_r).replace(old_f, new_f)
+    with open(os.path.join(tmp, "test_ms.yaml"), "w") as f:
+        f.write(ms_text)
+    tc0, tc = yaml.safe_load(test_yaml_text), read_yaml(os.path.join(tmp, "test_ms.yaml"))
+    assert tc["INF"]["ratios"] == VOC_MS_RATIOS and tc["INF"]["flip"] is VOC_MS_FLIP
+    assert list(tc) == list(tc0) and all(list(tc[k]) == list(tc0[k]) for k in tc)
+    assert {k: v for k, v in tc["INF"].items() if k not in ("ratios", "flip")} == \
+           {k: v for k, v in tc0["INF"].items() if k not in ("ratios", "flip")}
+    assert all(tc[k] == tc0[k] for k in tc if k != "INF")
+
+    params = dict(pc_rma["PARAMS"])
+    predictors = [("argmax", "argmax", {}), ("rankseg_rma", "rankseg_rma", params)]
+    res, info, probs = eval_voc(mods, model, voc, small_dc, tc, ids, predictors, {"rankseg_rma": params}, ids)
+
+    scored = res["argmax"]["image_ids"]
+    pid = VOC_MS_PROBE_ID if VOC_MS_PROBE_ID in scored else scored[0]
+    pr = probs[pid][0]
+    assert pr.dtype == np.float32 and pr.shape[0] == small_dc["num_classes"]
+    buf = io.BytesIO()
+    np.save(buf, pr)
+    C, H, W = pr.shape
+    out_info = {"test_yaml": "test_ms.yaml", "data_yaml": "voc_small.yaml", "ratios": tc["INF"]["ratios"],
+                "flip": tc["INF"]["flip"], "stride_rate": tc["INF"]["stride_rate"],
+                "predictors": {name: ({"METHOD": kind, "PARAMS": p} if p else {"METHOD": kind})
+                               for name, kind, p in predictors},
+                "probe_id": pid, "probe_shape": [C, H, W], "probe_npy_bytes": buf.getbuffer().nbytes,
+                "images": info}
+    if buf.getbuffer().nbytes < MS_PROBS_LIMIT:
+        with open(os.path.join(tmp, f"ms_probs_{pid}.npy"), "wb") as f:
+            f.write(buf.getvalue())
+        out_info["probe_file"] = f"ms_probs_{pid}.npy"
+    else:
+        # 20 fixed positions: the four corners, the centre, then a seeded draw (its own generator)
+        pos = [(0, 0, 0), (C - 1, H - 1, W - 1), (1, 0, W - 1), (2, H - 1, 0), (15, H // 2, W // 2)]
+        g = np.random.default_rng(129)
+        while len(pos) < 20:
+            p = (int(g.integers(0, C)), int(g.integers(0, H)), int(g.integers(0, W)))
+            if p not in pos:
+                pos.append(p)
+        res["probe"] = {
+            "id": pid, "shape": [C, H, W], "dtype": "float32",
+            "values": [[c, y, x, float(pr[c, y, x])] for c, y, x in pos],
+            "class_sums": [float(v) for v in pr.astype(np.float64).sum(axis=(1, 2))],
+        }
+    return res, out_info
+
+
+NOTES_MS = [
+    "voc_small_ms: voc_small.yaml data + test_ms.yaml (test_iou.yaml with INF.ratios [0.75, 1.0, 1.25], "
+    "INF.flip True); Segmentor.multi_scale_predict's multi-ratio branch, batch size 1.",
+    "Per ratio: the normalised, padded image (HWC float32) is cv2.resize'd (INTER_LINEAR) to int(h*r) x "
+    "int(w*r), each side bumped by 1 when the original side is odd and the result even; if smaller than the "
+    "crop it is padded (centred, int(pad/2) before) with the constant [0.485, 0.456, 0.406] - the raw mean, "
+    "applied to the already normalised image (not 0).",
+    "Flip: predict() gets the batch [img, img.flip(3)] (every window forward has batch 2); prob = "
+    "(p[0] + p[1].flip(2)) / 2. predict() is called without temperature (T = 1). The (C, h', w') probability "
+    "is cv2.resize'd (INTER_LINEAR, float32, 21 channels) back to the padded image size (padding included), "
+    "summed over the ratios in a float32 tensor and divided by len(ratios).",
+    "voc_small_ms_info.images[].scales: per ratio the resized size, the size after padding to the crop and "
+    "the window origins; prob_sum_minus_pixels = sum(prob) - H*W (float64; ~0).",
+]
 
 
 NOTES = [
@@ -1028,6 +1144,7 @@ def write_readme(tmp, expected):
     files.sort()
     v = expected["meta"]["versions"]
     probs_ids = expected.get("probs", {}).get("image_ids", [])
+    ms = expected["voc_small_ms_info"]
     lines = [
         "# Experiment end-to-end fixtures",
         "",
@@ -1059,6 +1176,11 @@ def write_readme(tmp, expected):
         "- `voc_crop512.yaml` (= configs/datas/pascal_voc.yaml), `voc_small.yaml` (crop [48, 64]: sliding",
         "  window for large images, padding for small ones), `lits_small.yaml` (lits_fold0.yaml with",
         "  num_cases 10, crop [32, 36]).",
+        "- `test_ms.yaml`: configs/test/test_iou.yaml with `INF.ratios: [0.75, 1.0, 1.25]` and `INF.flip: True`",
+        "  (every other key and the key order kept); used by expected.json `voc_small_ms`.",
+    ] + ([
+        f"- `{ms['probe_file']}`: the voc_small_ms probability map (C,H,W) float32 of {ms['probe_id']} on the padded map.",
+    ] if "probe_file" in ms else []) + [
         f"- `probs/`: voc_small probability maps (21,H,W) float32 and labels int64 (255 = ignore) on the padded",
         f"  map for {', '.join(probs_ids) if probs_ids else 'no image'} (only what fits in 400 KB);",
         "  expected.json `probs` has the metrics over just these images.",
@@ -1078,9 +1200,18 @@ def write_readme(tmp, expected):
         "  rankseg_rma_iou, rankseg_rma_prob, rankseg_rma_weight_prob. `lits_small.predictors` -> argmax /",
         "  rankseg_rma / rankseg_ba -> {metrics (mean over validation cases), per_case, errors if any}.",
         "  `meta`: versions, params, window grids, notes on the reference code's behaviour.",
+        "- `expected.json` `voc_small_ms` -> argmax / rankseg_rma (dice, rma_score) -> the same entries as",
+        "  `voc_small` (metrics, image_ids, per_image_iou, per_image_dice, vs_experiment_AccuracyMetric,",
+        "  overlap for rankseg_rma), computed with `test_ms.yaml` (multi-scale + flip)."
+        + ("" if "probe" not in expected["voc_small_ms"] else
+           f" `voc_small_ms.probe`: its probability map of {ms['probe_id']} (shape {ms['probe_shape']},"
+           f" {ms['probe_npy_bytes']} B as .npy, over {MS_PROBS_LIMIT // 1024} KB, so not stored) probed:"
+           " `values` = [class, y, x, float32 value] at 20 fixed positions (padded map coordinates), `class_sums`"
+           " = per-class float64 sums."),
+        "  `voc_small_ms_info`: the test yaml, ratios, flip, predictors, probe id, per-image scales / windows.",
         "",
         "## Notes",
-    ] + [f"- {n}" for n in NOTES] + ["", "## Sizes", ""] + [f"- `{p}`: {s} B" for p, s in files if p != "README.md"] + [""]
+    ] + [f"- {n}" for n in NOTES + NOTES_MS] + ["", "## Sizes", ""] + [f"- `{p}`: {s} B" for p, s in files if p != "README.md"] + [""]
     with open(os.path.join(tmp, "README.md"), "w") as f:
         f.write("\n".join(lines))
 

@@ -66,8 +66,20 @@ pub fn write_csv(path: &Path, frame: &mut DataFrame) -> Result<()> {
     })
 }
 
-/// A frame as a GitHub markdown table: every row and column, no dtypes or shape line.
+/// A frame as a GitHub markdown table: every row and column, no dtypes or shape line, and
+/// missing text cells left blank.
 pub fn markdown(frame: &DataFrame) -> String {
+    let blank_nulls = |column: &Column| -> Column {
+        match column.str() {
+            Ok(text) if column.null_count() > 0 => Column::new(
+                column.name().clone(),
+                text.iter().map(|v| v.unwrap_or("")).collect::<Vec<_>>(),
+            ),
+            _ => column.clone(),
+        }
+    };
+    let frame = DataFrame::new_infer_height(frame.columns().iter().map(blank_nulls).collect())
+        .unwrap_or_else(|_| frame.clone());
     for (key, value) in [
         ("POLARS_FMT_TABLE_FORMATTING", "ASCII_MARKDOWN"),
         ("POLARS_FMT_TABLE_HIDE_COLUMN_DATA_TYPES", "1"),

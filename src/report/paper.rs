@@ -158,7 +158,7 @@ pub fn build(results: &[RunResult], spec: &TableSpec) -> Result<PaperTable> {
 
     let mut row_model = Vec::new();
     let mut row_prediction = Vec::new();
-    let mut cells: Vec<Vec<String>> = vec![Vec::new(); datasets.len()];
+    let mut cells: Vec<Vec<Option<String>>> = vec![Vec::new(); datasets.len()];
     let (mut d_model, mut d_pred, mut d_data) = (Vec::new(), Vec::new(), Vec::new());
     let (mut d_value, mut d_base, mut d_delta, mut d_lo, mut d_hi, mut d_units) = (
         Vec::new(),
@@ -177,17 +177,17 @@ pub fn build(results: &[RunResult], spec: &TableSpec) -> Result<PaperTable> {
             row_prediction.push(prediction.clone());
             for (j, dataset) in datasets.iter().enumerate() {
                 let Some(run) = find(model, prediction, dataset) else {
-                    cells[j].push(String::new());
+                    cells[j].push(None);
                     continue;
                 };
                 let v = value(run)?;
                 let base = find(model, spec.baseline, dataset).filter(|_| prediction != spec.baseline);
                 let Some(base) = base else {
-                    cells[j].push(format!("{v:.2}"));
+                    cells[j].push(Some(format!("{v:.2}")));
                     continue;
                 };
                 let b = value(base)?;
-                cells[j].push(format!("{v:.2} ({:+.2})", v - b));
+                cells[j].push(Some(format!("{v:.2} ({:+.2})", v - b)));
                 let interval = match per_image_column(spec.metric) {
                     Some(column) => {
                         let ours = units(&run.per_image, column)?;

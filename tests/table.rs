@@ -1,0 +1,154 @@
+//! `rankseg table` on synthetic finished runs: the papers' layout, the deltas, and paired
+//! bootstrap intervals that behave as intervals should.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::str::contains;
+use serde_json::json;
+
+/// A finished `exp` output directory with the given predictions' per-image IoU values.
+fn fake_run(dir: &Path, model: &str, data: &str, predictions: &[(&str, Vec<f64>)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut entries = serde_json::Map::new();
+    for (name, ious) in predictions {
+        let mean = ious.iter().sum::<f64>() / ious.len() as f64;
+        let metrics = json!({ "Acc": 90.0, "mIoUI": mean, "mDiceI": mean + 5.0 });
+        std::fs::write(dir.join(format!("{name}.metrics.json")), metrics.to_string()).unwrap();
+        let mut csv = String::from("image,IoU,Dice\n");
+        for (i, v) in ious.iter().enumerate() {
+            csv += &format!("img{i:03},{v},{}\n", v + 5.0);
+        }
+        std::fs::write(dir.join(format!("{name}.per_image.csv")), csv).unwrap();
+        entries.insert(name.to_string(), json!({ "fingerprint": "x" }));
+    }
+    let run = json!({
+        "model_yaml": { "name": model },
+        "data_yaml": { "name": data },
+        "predictions": entries,
+    });
+    std::fs::write(dir.join("run.json"), run.to_string()).unwrap();
+}
+
+fn ious(n: usize, offset: f64, spread: f64) -> Vec<f64> {
+    (0..n)
+        .map(|i| 50.0 + offset + spread * ((i * 37 % 11) as f64 - 5.0))
+        .collect()
+}
+
+#[test]
+fn tables_have_the_papers_layout_and_intervals_around_the_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ious(40, 0.0, 2.0);
+    // RMA: +1 on every image but a little noise, so the interval is narrow and above zero.
+    let better: Vec<f64> = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + 1.0 + 0.1 * (i % 3) as f64)
+        .collect();
+    // A predictor that helps half the images and hurts the other half: interval spans zero.
+    let mixed: Vec<f64> = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + if i % 2 == 0 { 3.0 } else { -3.0 })
+        .collect();
+    fake_run(
+        &dir.path().join("voc"),
+        "segformer_mit_b0",
+        "pascal_voc",
+        &[
+            ("argmax", base.clone()),
+            ("rankseg_rma", better),
+            ("rankseg_rma_iou", mixed),
+        ],
+    );
+    fake_run(
+        &dir.path().join("city"),
+        "segformer_mit_b0",
+        "cityscapes",
+        &[("argmax", base.clone())],
+    );
+    let out = dir.path().join("tables/paper.md");
+    Command::cargo_bin("rankseg")
+        .unwrap()
+        .args([
+            "table",
+            "--metric",
+            "mIoUI",
+            "--out",
+            out.to_str().unwrap(),
+            "--runs",
+        ])
+        .arg(dir.path().join("voc"))
+        .arg(dir.path().join("city"))
+        .assert()
+        .success();
+    let csv = std::fs::read_to_string(dir.path().join("tables/paper.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "model,prediction,pascal_voc,cityscapes");
+    let base_mean = base.iter().sum::<f64>() / 40.0;
+    assert_eq!(
+        lines[1],
+        format!("segformer_mit_b0,argmax,{base_mean:.2},{base_mean:.2}")
+    );
+    assert!(lines[2].starts_with("segformer_mit_b0,rankseg_rma,"), "{csv}");
+    assert!(
+        lines[2].contains("(+1.10)"),
+        "mean delta 1 + 0.1 * mean(i % 3) = 1.0975: {csv}"
+    );
+    assert!(
+        lines[2].ends_with(','),
+        "no cityscapes RMA run: empty cell: {csv}"
+    );
+
+    let deltas = std::fs::read_to_string(dir.path().join("tables/paper.deltas.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = deltas.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2, "{deltas}");
+    let field = |row: &[&str], i: usize| -> f64 { row[i].parse().unwrap() };
+    // Columns: model, prediction, dataset, value, baseline, delta, ci_low, ci_high, units.
+    let (delta, lo, hi) = (field(&rows[0], 5), field(&rows[0], 6), field(&rows[0], 7));
+    assert!(lo <= delta && delta <= hi && lo > 0.9 && hi < 1.3, "{deltas}");
+    assert_eq!(rows[0][8], "40");
+    let (delta, lo, hi) = (field(&rows[1], 5), field(&rows[1], 6), field(&rows[1], 7));
+    assert!(lo < 0.0 && 0.0 < hi && lo <= delta && delta <= hi, "{deltas}");
+    let markdown = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        markdown.contains("| segformer_mit_b0 | rankseg_rma"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("95%"), "{markdown}");
+}
+
+#[test]
+fn table_errors_name_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_run(
+        &dir.path().join("run"),
+        "m",
+        "d",
+        &[("argmax", ious(5, 0.0, 1.0))],
+    );
+    let out = dir.path().join("t");
+    Command::cargo_bin("rankseg")
+        .unwrap()
+        .args([
+            "table",
+            "--metric",
+            "mIoUX",
+            "--out",
+            out.to_str().unwrap(),
+            "--runs",
+        ])
+        .arg(dir.path().join("run"))
+        .assert()
+        .failure()
+        .stderr(contains("mIoUX"))
+        .stderr(contains("mIoUI"));
+    Command::cargo_bin("rankseg")
+        .unwrap()
+        .args(["table", "--out", out.to_str().unwrap(), "--runs"])
+        .arg(dir.path())
+        .assert()
+        .failure()
+        .stderr(contains("run.json"));
+}

@@ -31,7 +31,7 @@ pub struct ExpArgs {
     #[arg(long = "data_dir", alias = "data-dir")]
     data_dir: PathBuf,
     /// Where the result files go.
-    #[arg(long = "output_dir", alias = "output-dir")]
+    #[arg(long = "output_dir", alias = "output-dir", default_value = "outputs")]
     output_dir: PathBuf,
     /// A name under configs/models/ or a yaml path (optional with --model_checkpoint).
     #[arg(long = "model_yaml", alias = "model-yaml")]

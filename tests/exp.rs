@@ -630,3 +630,29 @@ fn bad_configs_name_the_file_and_the_key() {
         .failure()
         .stderr(contains("--test-only"));
 }
+
+#[test]
+fn multi_scale_with_flip_matches_the_experiment() {
+    let expected = expected();
+    let out = tempfile::tempdir().unwrap();
+    for (predict, tolerance) in [("argmax", 1e-9), ("rankseg_rma", 0.05)] {
+        // The kebab-case spellings of the flags work too.
+        exp(&[
+            "--data-dir",
+            path_str(&fixture("voc")),
+            "--data-yaml",
+            path_str(&fixture("voc_small.yaml")),
+            "--test-yaml",
+            path_str(&fixture("test_ms.yaml")),
+            "--model-checkpoint",
+            path_str(&fixture("models/segformer_voc")),
+            "--predict-yaml",
+            predict,
+            "--output-dir",
+            path_str(out.path()),
+        ]);
+        let got = read_json(&out.path().join(format!("{predict}.metrics.json")));
+        let want = &expected["voc_small_ms"][predict]["metrics"];
+        assert_metrics(&got, want, tolerance, &format!("multi-scale {predict}"));
+    }
+}

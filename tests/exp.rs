@@ -45,6 +45,35 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A copy of a shipped test yaml with `save_pred: True`, in `dir`.
+fn saving_test_yaml(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}_save.yaml"));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/test/{name}.yaml"));
+    let text = std::fs::read_to_string(shipped)
+        .unwrap()
+        .replace("save_pred: False", "save_pred: True");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// One evaluation: `exp` on `data` (dir, yaml) with a model and predictor; its metrics.json.
+fn evaluate(data: (&Path, &str), test_yaml: &str, model: Option<&Path>, predict: &str, out: &Path) -> Value {
+    let mut args = vec![
+        "--data_dir",
+        path_str(data.0),
+        "--data_yaml",
+        data.1,
+        "--test_yaml",
+        test_yaml,
+    ];
+    args.extend(["--predict_yaml", predict, "--output_dir", path_str(out)]);
+    if let Some(model) = model {
+        args.extend(["--model_checkpoint", path_str(model)]);
+    }
+    exp(&args);
+    read_json(&out.join(format!("{predict}.metrics.json")))
+}
+
 /// Every reference key is there, in order, within `tolerance` (null = a mean over nothing).
 fn assert_metrics(got: &Value, want: &Value, tolerance: f64, what: &str) {
     let (got, want) = (got.as_object().unwrap(), want.as_object().unwrap());
@@ -72,22 +101,8 @@ fn voc_matches_the_python_pipeline() {
     ] {
         let out = tempfile::tempdir().unwrap();
         for (predict, tolerance) in [("argmax", 1e-9), ("rankseg_rma", 0.05), ("rankseg_rma_iou", 0.05)] {
-            exp(&[
-                "--data_dir",
-                path_str(&data),
-                "--data_yaml",
-                data_yaml,
-                "--test_yaml",
-                "test_iou",
-                "--model_checkpoint",
-                path_str(&model),
-                "--predict_yaml",
-                predict,
-                "--output_dir",
-                path_str(out.path()),
-            ]);
+            let got = evaluate((&data, data_yaml), "test_iou", Some(&model), predict, out.path());
             let want = &expected[name][predict];
-            let got = read_json(&out.path().join(format!("{predict}.metrics.json")));
             // The probabilities differ from torch's by float rounding, which moves a few
             // RMA cut points; argmax is exact.
             assert_metrics(&got, &want["metrics"], tolerance, &format!("{name} {predict}"));
@@ -140,28 +155,12 @@ fn read_npy_ints(path: &Path) -> Vec<i64> {
 #[test]
 fn saved_predictions_score_to_metrics_json() {
     let out = tempfile::tempdir().unwrap();
-    let test_yaml = out.path().join("test_save.yaml");
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/test/test_iou_ece.yaml"))
-            .unwrap()
-            .replace("save_pred: False", "save_pred: True");
-    std::fs::write(&test_yaml, text).unwrap();
+    let test_yaml = saving_test_yaml(out.path(), "test_iou_ece");
     let results = out.path().join("results");
-    exp(&[
-        "--data_dir",
-        path_str(&fixture("voc")),
-        "--data_yaml",
-        "pascal_voc",
-        "--test_yaml",
-        path_str(&test_yaml),
-        "--model_checkpoint",
-        path_str(&fixture("models/segformer_voc")),
-        "--predict_yaml",
-        "rankseg_rma",
-        "--output_dir",
-        path_str(&results),
-    ]);
-    let metrics = read_json(&results.join("rankseg_rma.metrics.json"));
+    let voc = fixture("voc");
+    let data = (voc.as_path(), "pascal_voc");
+    let model = fixture("models/segformer_voc");
+    let metrics = evaluate(data, path_str(&test_yaml), Some(&model), "rankseg_rma", &results);
     for key in ["ECED", "ECEI", "SCED", "SCEI"] {
         assert!(metrics[key].as_f64().is_some(), "test_iou_ece asks for {key}");
     }
@@ -250,19 +249,15 @@ fn lits_matches_the_experiment_per_case() {
     let expected = expected();
     let out = tempfile::tempdir().unwrap();
     for predict in ["argmax", "rankseg_rma", "rankseg_ba"] {
-        exp(&[
-            "--data_dir",
-            path_str(&fixture("lits_slices")),
-            "--data_yaml",
-            path_str(&fixture("lits_small.yaml")),
-            "--model_checkpoint",
-            path_str(&fixture("models/segformer_bin")),
-            "--predict_yaml",
+        let (slices, yaml) = (fixture("lits_slices"), fixture("lits_small.yaml"));
+        let data = (slices.as_path(), path_str(&yaml));
+        let got = evaluate(
+            data,
+            "test_iou",
+            Some(&fixture("models/segformer_bin")),
             predict,
-            "--output_dir",
-            path_str(out.path()),
-        ]);
-        let got = read_json(&out.path().join(format!("{predict}.metrics.json")));
+            out.path(),
+        );
         let want = &expected["lits_small"]["predictors"][predict]["metrics"];
         assert_metrics(&got, want, 1e-9, &format!("lits {predict}"));
     }
@@ -362,24 +357,15 @@ fn pattern_rgb(width: usize, height: usize, seed: usize) -> Vec<u8> {
 
 /// Runs argmax with prediction PNGs and returns the saved label of `id` (padded canvas).
 fn saved_label(data_dir: &Path, data_yaml: &Path, out: &Path, id: &str) -> (Vec<i64>, usize, usize) {
-    let test_yaml = out.join("test_save.yaml");
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/test/test_iou.yaml"))
-            .unwrap()
-            .replace("save_pred: False", "save_pred: True");
-    std::fs::write(&test_yaml, text).unwrap();
-    exp(&[
-        "--data_dir",
-        path_str(data_dir),
-        "--data_yaml",
-        path_str(data_yaml),
-        "--test_yaml",
+    let test_yaml = saving_test_yaml(out, "test_iou");
+    let model = fixture("models/segformer_voc");
+    evaluate(
+        (data_dir, path_str(data_yaml)),
         path_str(&test_yaml),
-        "--model_checkpoint",
-        path_str(&fixture("models/segformer_voc")),
-        "--output_dir",
-        path_str(&out.join("results")),
-    ]);
+        Some(&model),
+        "argmax",
+        &out.join("results"),
+    );
     rankseg::data::read_label(&out.join(format!("results/argmax.pred/{id}.png"))).unwrap()
 }
 
@@ -497,18 +483,13 @@ fn kits_volumes_prepare_and_evaluate_per_case() {
     )
     .unwrap();
     let out = dir.path().join("results");
-    exp(&[
-        "--data_dir",
-        path_str(dir.path()),
-        "--data_yaml",
-        path_str(&yaml),
-        "--model_checkpoint",
-        path_str(&fixture("models/segformer_bin")),
-        "--predict_yaml",
+    evaluate(
+        (dir.path(), path_str(&yaml)),
+        "test_iou",
+        Some(&fixture("models/segformer_bin")),
         "rankseg_rma",
-        "--output_dir",
-        path_str(&out),
-    ]);
+        &out,
+    );
     let csv = std::fs::read_to_string(out.join("rankseg_rma.per_image.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 1, "fold 0 of 5 cases holds case 0 only: {csv}");

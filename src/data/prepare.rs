@@ -170,25 +170,25 @@ pub fn prepare(challenge: Challenge, data_dir: &Path) -> Result<usize> {
 }
 
 fn write_slice(path: &Path, ct: &[f64], mask: &[i8]) -> Result<()> {
-    let shape = [SLICE_SIZE as u64, SLICE_SIZE as u64];
     let mut bytes = Cursor::new(Vec::new());
     {
         let mut npz = npyz::npz::NpzWriter::new(&mut bytes);
-        let mut writer = npz
-            .array::<f64>("ct", Default::default())?
-            .default_dtype()
-            .shape(&shape)
-            .begin_nd()?;
-        writer.extend(ct.iter().copied())?;
-        writer.finish()?;
-        let mut writer = npz
-            .array::<i8>("mask", Default::default())?
-            .default_dtype()
-            .shape(&shape)
-            .begin_nd()?;
-        writer.extend(mask.iter().copied())?;
-        writer.finish()?;
+        write_array(&mut npz, "ct", ct)?;
+        write_array(&mut npz, "mask", mask)?;
     }
     let bytes = bytes.into_inner();
     write_atomic(path, |out| Ok(out.write_all(&bytes)?))
+}
+
+/// One (512, 512) array of an .npz archive.
+fn write_array<T, W>(npz: &mut npyz::npz::NpzWriter<W>, name: &str, values: &[T]) -> Result<()>
+where
+    T: npyz::AutoSerialize + Copy,
+    W: std::io::Write + std::io::Seek,
+{
+    let shape = [SLICE_SIZE as u64, SLICE_SIZE as u64];
+    let mut writer = npz.array::<T>(name, Default::default())?.default_dtype().shape(&shape).begin_nd()?;
+    writer.extend(values.iter().copied())?;
+    writer.finish()?;
+    Ok(())
 }

@@ -275,6 +275,7 @@ pub fn run(args: ExpArgs) -> Result<()> {
         configs.schedule.batch_size.max(1)
     };
     let eval = Evaluation {
+        name: &predict_name,
         predict: &configs.predict,
         metric: spec,
         q: metric_config.q,

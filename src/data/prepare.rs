@@ -187,7 +187,11 @@ where
     W: std::io::Write + std::io::Seek,
 {
     let shape = [SLICE_SIZE as u64, SLICE_SIZE as u64];
-    let mut writer = npz.array::<T>(name, Default::default())?.default_dtype().shape(&shape).begin_nd()?;
+    let mut writer = npz
+        .array::<T>(name, Default::default())?
+        .default_dtype()
+        .shape(&shape)
+        .begin_nd()?;
     writer.extend(values.iter().copied())?;
     writer.finish()?;
     Ok(())

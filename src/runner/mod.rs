@@ -19,6 +19,8 @@ pub use inference::{Batch, Inference};
 
 /// What one evaluation needs besides the dataset and the model.
 pub struct Evaluation<'a> {
+    /// The predict yaml's name, for the progress line.
+    pub name: &'a str,
     pub predict: &'a PredictConfig,
     pub metric: MetricSpec,
     pub q: u32,
@@ -68,7 +70,7 @@ pub fn evaluate(eval: &Evaluation, dataset: &dyn Dataset, inference: Option<&Inf
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    progress.set_prefix(format!("{} on {} images", eval.predict_name(), entries.len()));
+    progress.set_prefix(eval.name.to_string());
     let mut seconds = Seconds::default();
     let mut scored = Vec::with_capacity(entries.len());
     let mut calibration: BTreeMap<Option<u32>, Calibration> = BTreeMap::new();
@@ -258,16 +260,4 @@ fn reduce(
         .map(|(k, sum, n)| (k, if n == 0 { f64::NAN } else { sum / n as f64 }))
         .collect();
     Ok((metrics, per_image))
-}
-
-impl Evaluation<'_> {
-    fn predict_name(&self) -> &str {
-        match self.predict.method {
-            PredictMethod::Argmax => "argmax",
-            PredictMethod::Threshold => "threshold",
-            PredictMethod::ExperimentRma(_) => "rankseg_rma",
-            PredictMethod::ExperimentBa { .. } => "rankseg_ba",
-            PredictMethod::Package(_) => "rankseg",
-        }
-    }
 }

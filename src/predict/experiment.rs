@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use super::objective::RmaObjective;
 use super::rma::{self, RmaSearch};
 use super::torch_sum::torch_sum;
+use super::volume::Cut;
 use super::{Metric, PredictError, Prediction, ProbMap};
 
 /// The experiment's activity threshold (`TRUNCATE_PROB`).
@@ -164,42 +165,153 @@ fn increment(metric: Metric, p: f32, count: f32, mass: f32, mu: f32) -> f32 {
     }
 }
 
-/// The experiment's `rankseg_ba` without overlap (two channels): channel 1 alone, BA for
-/// rows whose expected volume exceeds 50 pixels and the exact-moment TRNA for the others,
-/// rows with max p <= 0.5 pruned. Its class map is channel 1's mask. The experiment bounds
-/// the TRNA search by 5 mu + 1 and BA's by its own ratio test; here both use rankseg's
-/// Lemma 3 bound, which contains the optimum, so a volume can differ where the
-/// experiment's bound cut the optimum off.
+/// The experiment's `rankseg_ba` without overlap (two channels): channel 1 alone; its mask
+/// is the class map.
 pub fn rankseg_ba(map: &ProbMap<f32>, smooth: f64) -> Result<Prediction, PredictError> {
-    use super::rankdice::{masks, RankDiceSolver};
-    const BA_ABOVE_MEAN: f32 = 50.0;
     if map.classes != 2 {
         return Err(PredictError(format!(
             "the experiment's rankseg_ba needs two channels, got {}",
             map.classes
         )));
     }
-    let dim = map.dim;
     let rows: Vec<&[f32]> = (0..map.batch).map(|b| map.row(b, 1)).collect();
-    let mut labels = vec![0i64; map.batch * dim];
-    for solver in [RankDiceSolver::Ba, RankDiceSolver::Trna] {
-        let chosen: Vec<usize> = (0..map.batch)
-            .filter(|&b| (torch_sum(rows[b]) > BA_ABOVE_MEAN) == (solver == RankDiceSolver::Ba))
-            .collect();
-        if chosen.is_empty() {
-            continue;
-        }
-        let data: Vec<f32> = chosen.iter().flat_map(|&b| rows[b].iter().copied()).collect();
-        let sub = ProbMap::new(&data, &[chosen.len(), 1, dim])?;
-        let mask = masks(&sub, solver, smooth, super::DEFAULT_EPS, 0.5)?;
-        for (k, &b) in chosen.iter().enumerate() {
-            for (label, &m) in labels[b * dim..(b + 1) * dim]
-                .iter_mut()
-                .zip(&mask[k * dim..(k + 1) * dim])
-            {
-                *label = i64::from(m);
+    rma::RowStats::check(&rows.iter().map(|r| rma::RowStats::of(r)).collect::<Vec<_>>())?;
+    let labels: Vec<Vec<i64>> = rows
+        .par_iter()
+        .map(|row| {
+            let volume = ba::volume(row, smooth);
+            let mut labels = vec![0i64; row.len()];
+            if volume > 0 {
+                let sorted = ba::sorted_descending(row);
+                let value = sorted[volume - 1];
+                let cut = Cut::top(row, volume, value, volume < row.len() && sorted[volume] == value);
+                for (i, (label, &p)) in labels.iter_mut().zip(row.iter()).enumerate() {
+                    *label = i64::from(cut.selects(i, p));
+                }
             }
+            labels
+        })
+        .collect();
+    Ok(Prediction::ClassMap(labels.concat()))
+}
+
+/// The volume rule of the experiment's `rankseg_ba` (exp/rankseg_ba.py, `app=2`), for one
+/// row: moments as torch sums them in float32; the refined-normal support from SciPy's
+/// quantiles at 1e-4 and 1 - 1e-4 (with its `skew + 1e-5`), its upper end excluded; rows
+/// with max p <= 0.5 select nothing. Rows of mean mass above 50 use BA up to the
+/// experiment's ratio-test bound; the others its exact-moment TRNA loop up to `5 mu + 1`,
+/// whose Dice denominators are `k + t + s + 2` (one more than BA's and rankseg's). The
+/// scores are computed in float64 (the experiment's float32 erf and conv1d cannot be
+/// reproduced), so near-equal volumes can still swap.
+mod ba {
+    use super::super::rankdice::ba_scores;
+    use super::super::rankdice::refined_normal::{quantile, RefinedNormal};
+    use super::super::torch_sum::torch_sum;
+
+    const TAIL: f64 = 1e-4;
+    const PRUNE_AT: f32 = 0.5;
+    const BA_ABOVE_MEAN: f32 = 50.0;
+
+    pub fn sorted_descending(row: &[f32]) -> Vec<f32> {
+        let mut sorted = row.to_vec();
+        radsort::sort(&mut sorted);
+        sorted.reverse();
+        sorted
+    }
+
+    /// The law of the volume with the given float32 moments.
+    fn law(mean: f32, var: f32, m3: f32) -> RefinedNormal {
+        RefinedNormal {
+            loc: mean as f64,
+            scale: var.sqrt() as f64,
+            skew: (m3 / (var as f64).powf(1.5) as f32) as f64,
         }
     }
-    Ok(Prediction::ClassMap(labels))
+
+    pub fn volume(row: &[f32], smooth: f64) -> usize {
+        let dim = row.len();
+        let sorted = sorted_descending(row);
+        if sorted[0] <= PRUNE_AT {
+            return 0;
+        }
+        let mean = torch_sum(&sorted);
+        let var = torch_sum(&sorted.iter().map(|&p| p * (1.0 - p)).collect::<Vec<f32>>());
+        let m3 = torch_sum(
+            &sorted
+                .iter()
+                .map(|&p| p * (1.0 - p) * (1.0 - 2.0 * p))
+                .collect::<Vec<f32>>(),
+        );
+        let skew = (m3 / (var as f64).powf(1.5) as f32 + 1e-5) as f64;
+        let sd = var.sqrt() as f64;
+        let low = ((sd * quantile(TAIL, skew) + mean as f64).floor() - 1.0).max(0.0) as usize;
+        let up = ((sd * quantile(1.0 - TAIL, skew) + mean as f64).ceil())
+            .min(dim as f64)
+            .max(0.0) as usize;
+        let mut acc = 0.0f64;
+        let cumsum: Vec<f64> = sorted
+            .iter()
+            .map(|&p| {
+                acc += p as f64;
+                acc as f32 as f64
+            })
+            .collect();
+        let trna = mean <= BA_ABOVE_MEAN;
+        let up_tau = if trna {
+            ((5.0 * mean + 1.0) as usize).min(dim)
+        } else {
+            ratio_bound(&sorted, &cumsum, smooth)
+        };
+        if up_tau <= low || up <= low {
+            return up_tau;
+        }
+        let pmf = law(mean, var, m3).truncated_pmf(low, up - 1);
+        let empty = if smooth > 0.0 {
+            pmf.iter()
+                .enumerate()
+                .map(|(j, p)| smooth * p / ((low + j) as f64 + smooth))
+                .sum()
+        } else {
+            0.0
+        };
+        if !trna {
+            let scores = ba_scores(&pmf, low, &cumsum[..up_tau], smooth);
+            let best = (0..scores.len()).fold(0, |b, t| if scores[t] > scores[b] { t } else { b });
+            return if scores[best] <= empty { 0 } else { best + 1 };
+        }
+        let mut w = vec![0.0f64; pmf.len()];
+        let (mut best, mut best_score) = (0, empty);
+        for t in 1..=up_tau {
+            let p = sorted[t - 1];
+            let q = p * (1.0 - p);
+            let var_t = var - q;
+            if var_t <= 0.0 {
+                // The experiment's law turns NaN here, and so does every later score.
+                break;
+            }
+            let without =
+                law((mean - p).max(0.0), var_t, m3 - q * (1.0 - 2.0 * p)).truncated_pmf(low, up - 1);
+            let mut score = 0.0;
+            for (j, (wk, pk)) in w.iter_mut().zip(&without).enumerate() {
+                *wk += p as f64 * pk;
+                let k = (low + j + t) as f64 + smooth;
+                score += 2.0 / (k + 2.0) * *wk + smooth * pmf[j] / (k + 1.0);
+            }
+            if score > best_score {
+                (best, best_score) = (t, score);
+            }
+        }
+        best
+    }
+
+    /// The experiment's BA search bound: the first i with `S(i+1) / (p_(i+2) + 1e-5) - (i + 1)
+    /// - s - D > 0` in float32, or D - 1 when there is none or it is the first.
+    fn ratio_bound(sorted: &[f32], cumsum: &[f64], smooth: f64) -> usize {
+        let dim = sorted.len();
+        let (s, d) = (smooth as f32, dim as f32);
+        (0..dim.saturating_sub(1))
+            .find(|&i| cumsum[i] as f32 / (sorted[i + 1] + 1e-5) - (i + 1) as f32 - s - d > 0.0)
+            .filter(|&i| i > 0)
+            .unwrap_or(dim - 1)
+    }
 }

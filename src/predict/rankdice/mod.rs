@@ -5,8 +5,9 @@
 //! ground truth for solver ablations, Dice or IoU, rows up to `EXACT_MAX_DIM`).
 
 pub mod exact;
-mod refined_normal;
+pub(crate) mod refined_normal;
 mod solvers;
 
 pub use exact::{expected_score, EXACT_MAX_DIM};
+pub(crate) use solvers::ba_scores;
 pub use solvers::{masks, RankDiceSolver};

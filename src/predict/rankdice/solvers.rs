@@ -305,7 +305,7 @@ impl<'a> Expectations<'a> {
 /// BA: one law for every volume t = 1..=up: score(t) = 2 S(t) E[1/(Y+t+1+s)] + s E[1/(Y+t+s)].
 /// Bounds first (O(1) each), then exact scores only where the bound reaches the best
 /// exact score seen: the same first argmax as scoring every volume.
-fn ba_scores(pmf: &[f64], lo: usize, cumsum: &[f64], smooth: f64) -> Vec<f64> {
+pub(crate) fn ba_scores(pmf: &[f64], lo: usize, cumsum: &[f64], smooth: f64) -> Vec<f64> {
     const BLOCK: usize = 256;
     let up = cumsum.len();
     let e = Expectations::new(pmf, lo, up, smooth);

@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::atomic::write_string_atomic;
+use crate::predict::experiment::{ExperimentRma, NonOverlap};
 use crate::predict::{predict, Metric, PredictOptions, ProbMap, Solver};
 use crate::report::Table;
 use crate::synthetic::{softmax_map, MapSpec};
@@ -21,8 +22,8 @@ pub struct BenchArgs {
     /// binary_small (1x2x128x128). BA/TRNA run at the voc and binary sizes only.
     #[arg(long, default_value = "voc,ade20k,cityscapes,binary", value_delimiter = ',')]
     sizes: Vec<String>,
-    /// Comma-separated methods (default: all): argmax, threshold, rma_dice, rma_iou, ba,
-    /// trna, ba_trna.
+    /// Comma-separated methods (default: all): argmax, threshold, rma_dice, rma_iou,
+    /// exp_rma_dice, exp_rma_iou (the experiment's rankseg_rma), ba, trna, ba_trna.
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
     /// Timed repetitions per method (the median is reported).
@@ -65,15 +66,59 @@ fn size_spec(name: &str) -> Result<MapSpec> {
     })
 }
 
-const METHODS: [(&str, Solver, Metric); 7] = [
-    ("argmax", Solver::Argmax, Metric::Dice),
-    ("threshold", Solver::Threshold, Metric::Dice),
-    ("rma_dice", Solver::Rma, Metric::Dice),
-    ("rma_iou", Solver::Rma, Metric::Iou),
-    ("ba", Solver::Ba, Metric::Dice),
-    ("trna", Solver::Trna, Metric::Dice),
-    ("ba_trna", Solver::BaTrna, Metric::Dice),
+/// What a bench method runs: rankseg 0.0.8's `RankSEG` with a solver, or the RankSEG-RMA
+/// experiment's own `rankseg_rma` (pruning at 0.1, overlaps by RMA score).
+#[derive(Clone, Copy)]
+enum Method {
+    Package(Solver, Metric),
+    Experiment(Metric),
+}
+
+const METHODS: [(&str, Method); 9] = [
+    ("argmax", Method::Package(Solver::Argmax, Metric::Dice)),
+    ("threshold", Method::Package(Solver::Threshold, Metric::Dice)),
+    ("rma_dice", Method::Package(Solver::Rma, Metric::Dice)),
+    ("rma_iou", Method::Package(Solver::Rma, Metric::Iou)),
+    ("exp_rma_dice", Method::Experiment(Metric::Dice)),
+    ("exp_rma_iou", Method::Experiment(Metric::Iou)),
+    ("ba", Method::Package(Solver::Ba, Metric::Dice)),
+    ("trna", Method::Package(Solver::Trna, Metric::Dice)),
+    ("ba_trna", Method::Package(Solver::BaTrna, Metric::Dice)),
 ];
+
+impl Method {
+    fn run(self, map: &ProbMap<f32>) -> Result<()> {
+        match self {
+            Method::Package(solver, metric) => {
+                let mut options = PredictOptions {
+                    solver,
+                    metric,
+                    ..PredictOptions::default()
+                };
+                if !matches!(solver, Solver::Argmax | Solver::Rma) {
+                    options.output_mode = crate::predict::OutputMode::Multilabel;
+                }
+                predict(map, &options)?;
+            }
+            Method::Experiment(metric) => {
+                let rma = ExperimentRma {
+                    metric,
+                    allow_overlap: false,
+                    non_overlap: NonOverlap::RmaScore,
+                };
+                rma.predict(map)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn solver(self) -> Solver {
+        match self {
+            Method::Package(solver, _) => solver,
+            Method::Experiment(_) => Solver::Rma,
+        }
+    }
+}
 
 /// The RankDice solvers (per-class masks, sorted rows, a refined-normal law per volume
 /// for TRNA) are benchmarked at the sizes the JMLR paper used them on.
@@ -93,9 +138,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(unknown) = args
         .methods
         .iter()
-        .find(|m| !METHODS.iter().any(|(name, _, _)| name == m))
+        .find(|m| !METHODS.iter().any(|(name, _)| name == m))
     {
-        bail!("unknown bench method '{unknown}' (expected argmax, threshold, rma_dice, rma_iou, ba, trna, ba_trna)");
+        let known: Vec<&str> = METHODS.iter().map(|(name, _)| *name).collect();
+        bail!(
+            "unknown bench method '{unknown}' (expected one of {})",
+            known.join(", ")
+        );
     }
     let (sizes, repeats) = if args.quick {
         (vec!["voc".to_string(), "binary".to_string()], 2)
@@ -114,24 +163,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let map = ProbMap::new(&probs, &shape)?;
         let mut argmax_s = f64::NAN;
         let chosen = |name: &str| args.methods.is_empty() || args.methods.iter().any(|m| m == name);
-        for (method, solver, metric) in METHODS.into_iter().filter(|m| runs_at(m.1, size) && chosen(m.0)) {
-            let mut options = PredictOptions {
-                solver,
-                metric,
-                ..PredictOptions::default()
-            };
-            if !matches!(solver, Solver::Argmax | Solver::Rma) {
-                options.output_mode = crate::predict::OutputMode::Multilabel;
-            }
-            predict(&map, &options)?; // warm-up
+        for (method, kind) in METHODS
+            .into_iter()
+            .filter(|m| runs_at(m.1.solver(), size) && chosen(m.0))
+        {
+            kind.run(&map)?; // warm-up
             let mut runs: Vec<f64> = (0..repeats)
                 .map(|_| {
                     let start = Instant::now();
-                    let out = predict(&map, &options);
+                    let out = kind.run(&map);
                     let s = start.elapsed().as_secs_f64();
                     out.map(|_| s)
                 })
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_>>()?;
             runs.sort_by(f64::total_cmp);
             let median = runs[runs.len() / 2];
             if method == "argmax" {

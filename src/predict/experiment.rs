@@ -11,10 +11,11 @@
 
 use rayon::prelude::*;
 
+use super::multiclass::selections;
 use super::objective::RmaObjective;
 use super::rma::{self, RmaSearch};
 use super::torch_sum::torch_sum;
-use super::volume::Cut;
+use super::volume::{Cut, CHUNK};
 use super::{Metric, PredictError, Prediction, ProbMap};
 
 /// The experiment's activity threshold (`TRUNCATE_PROB`).
@@ -79,43 +80,19 @@ struct Image<'a> {
 }
 
 impl Image<'_> {
-    fn selects(&self, c: usize, i: usize) -> bool {
-        self.search.cuts[self.rows.start + c]
-            .as_ref()
-            .is_some_and(|cut| cut.selects(i, self.map.row(0, c)[i]))
-    }
-
     fn resolve(&self, labels: &mut [i64], metric: Metric, method: NonOverlap) {
         let classes = self.map.classes;
-        // Per pixel: how many classes selected it, and the last that did.
-        let chosen: Vec<(u32, u32)> = (0..self.map.dim)
-            .into_par_iter()
-            .map(|i| {
-                (0..classes).fold((0, 0), |(n, owner), c| {
-                    if self.selects(c, i) {
-                        (n + 1, c as u32)
-                    } else {
-                        (n, owner)
-                    }
-                })
-            })
-            .collect();
-        // Each class's sole-owned pixels: count and mass (`prob[c][safe].sum()`).
-        let owned: Vec<(f32, f32)> = (0..classes)
-            .into_par_iter()
-            .map(|c| {
-                let row = self.map.row(0, c);
-                let alone: Vec<f32> = chosen
-                    .iter()
-                    .zip(row)
-                    .filter(|((n, owner), _)| *n == 1 && *owner as usize == c)
-                    .map(|(_, &p)| p)
-                    .collect();
-                (alone.len() as f32, torch_sum(&alone))
-            })
-            .collect();
-        let score = |c: usize, i: usize| -> f32 {
-            let p = self.map.row(0, c)[i];
+        let chosen = selections(&self.map, &self.search.cuts[self.rows.clone()]);
+        // Each class's sole-owned pixels in index order: count and mass, the mass summed as
+        // torch sums `prob[c][safe]`.
+        let mut alone: Vec<Vec<f32>> = vec![Vec::new(); classes];
+        for (i, (&n, &owner)) in chosen.count.iter().zip(&chosen.first).enumerate() {
+            if n == 1 {
+                alone[owner as usize].push(self.map.row(0, owner as usize)[i]);
+            }
+        }
+        let owned: Vec<(f32, f32)> = alone.par_iter().map(|v| (v.len() as f32, torch_sum(v))).collect();
+        let score = |c: usize, p: f32| -> f32 {
             match method {
                 NonOverlap::Prob => p,
                 NonOverlap::WeightProb => p / (1.0 + owned[c].0),
@@ -128,29 +105,40 @@ impl Image<'_> {
                 },
             }
         };
+        let pixels = chosen.count.par_iter().zip(&chosen.first);
         labels
             .par_iter_mut()
-            .zip(&chosen)
-            .enumerate()
-            .for_each(|(i, (label, &(n, owner)))| {
-                *label = match n {
-                    0 => 0,
-                    1 => owner as i64,
-                    // torch's argmax over classes: the first largest.
-                    _ => {
-                        (1..classes)
-                            .fold((0, score(0, i)), |(best, top), c| {
-                                let s = score(c, i);
-                                if s > top {
-                                    (c, s)
-                                } else {
-                                    (best, top)
-                                }
-                            })
-                            .0 as i64
-                    }
-                };
+            .zip(pixels)
+            .for_each(|(label, (&n, &owner))| {
+                *label = if n == 1 { owner as i64 } else { 0 };
             });
+        // Overlaps: torch's argmax over all classes, the first largest. Class by class over
+        // chunks of the overlapping pixels, so each class's row is read in order.
+        let overlaps: Vec<usize> = (0..self.map.dim).filter(|&i| chosen.count[i] > 1).collect();
+        let winners: Vec<(usize, i64)> = overlaps
+            .par_chunks(CHUNK)
+            .flat_map_iter(|chunk| {
+                let first = self.map.row(0, 0);
+                let mut best: Vec<(usize, f32)> = chunk.iter().map(|&i| (0, score(0, first[i]))).collect();
+                for c in 1..classes {
+                    let row = self.map.row(0, c);
+                    for (slot, &i) in best.iter_mut().zip(chunk) {
+                        let s = score(c, row[i]);
+                        if s > slot.1 {
+                            *slot = (c, s);
+                        }
+                    }
+                }
+                chunk
+                    .iter()
+                    .zip(best)
+                    .map(|(&i, (c, _))| (i, c as i64))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (i, c) in winners {
+            labels[i] = c;
+        }
     }
 }
 

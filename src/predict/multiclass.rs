@@ -63,9 +63,37 @@ struct ImageSelection<'a, T> {
 }
 
 /// Per pixel: how many classes selected it, and (when one did) which.
-struct Selections {
-    count: Vec<u32>,
-    first: Vec<u32>,
+pub(super) struct Selections {
+    pub count: Vec<u32>,
+    pub first: Vec<u32>,
+}
+
+/// The selections of one image's rows (`cuts[c]` for class c): class by class over
+/// fixed chunks of pixels, so each class's row is read contiguously.
+pub(super) fn selections<T: Prob>(map: &ProbMap<T>, cuts: &[Option<super::Cut<T>>]) -> Selections {
+    let dim = map.dim;
+    let mut count = vec![0u32; dim];
+    let mut first = vec![0u32; dim];
+    count
+        .par_chunks_mut(CHUNK)
+        .zip(first.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(k, (count, first))| {
+            let start = k * CHUNK;
+            for (c, cut) in cuts.iter().enumerate() {
+                let Some(cut) = cut else { continue };
+                let row = &map.row(0, c)[start..start + count.len()];
+                for (i, (&p, (count, owner))) in
+                    row.iter().zip(count.iter_mut().zip(first.iter_mut())).enumerate()
+                {
+                    let selected = cut.selects(start + i, p);
+                    *count += selected as u32;
+                    // Only read where exactly one class selected the pixel.
+                    *owner = if selected { c as u32 } else { *owner };
+                }
+            }
+        });
+    Selections { count, first }
 }
 
 impl<'a, T: Prob> ImageSelection<'a, T> {
@@ -74,31 +102,6 @@ impl<'a, T: Prob> ImageSelection<'a, T> {
             .iter()
             .enumerate()
             .filter_map(|(c, cut)| cut.as_ref().map(|cut| (c, cut)))
-    }
-
-    fn selections(&self) -> Selections {
-        let dim = self.map.dim;
-        let mut count = vec![0u32; dim];
-        let mut first = vec![0u32; dim];
-        count
-            .par_chunks_mut(CHUNK)
-            .zip(first.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(k, (count, first))| {
-                let start = k * CHUNK;
-                for (c, cut) in self.selecting_classes() {
-                    let row = &self.map.row(0, c)[start..start + count.len()];
-                    for (i, (&p, (count, owner))) in
-                        row.iter().zip(count.iter_mut().zip(first.iter_mut())).enumerate()
-                    {
-                        let selected = cut.selects(start + i, p);
-                        *count += selected as u32;
-                        // Only read where exactly one class selected the pixel.
-                        *owner = if selected { c as u32 } else { *owner };
-                    }
-                }
-            });
-        Selections { count, first }
     }
 
     /// Count and mass of the pixels each class owns alone, the mass summed as torch sums
@@ -142,7 +145,7 @@ impl<'a, T: Prob> ImageSelection<'a, T> {
     }
 
     fn assign(&self, labels: &mut [i64], objective: &RmaObjective, unassigned: &[usize], void_index: i64) {
-        let sel = self.selections();
+        let sel = selections(&self.map, self.cuts);
         let (owned, owned_mass) = self.sole_owners(&sel);
         let score = |c: usize, i: usize| {
             objective.increment(self.map.row(0, c)[i], owned[c], owned_mass[c], self.masses[c])

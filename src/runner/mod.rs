@@ -4,6 +4,7 @@
 pub mod inference;
 pub mod results;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -79,30 +80,22 @@ pub fn evaluate(eval: &Evaluation, dataset: &dyn Dataset, inference: Option<&Inf
             .par_iter()
             .map(|entry| dataset.load(entry))
             .collect::<Result<_>>()?;
-        // The model takes equally sized images together.
-        let mut start = 0;
-        while start < samples.len() {
-            let (h, w) = (samples[start].height, samples[start].width);
-            let end = start
-                + samples[start..]
-                    .iter()
-                    .take_while(|s| (s.height, s.width) == (h, w))
-                    .count();
-            let group = &samples[start..end];
-            let group_entries = &chunk[start..end];
+        for range in equal_size_runs(&samples) {
+            let (group, group_entries) = (&samples[range.clone()], &chunk[range]);
+            let (h, w) = (group[0].height, group[0].width);
             let t0 = Instant::now();
-            let probs = match inference {
+            let probs: Cow<[f32]> = match inference {
                 Some(inference) if !dataset.gives_probabilities() => {
-                    let channels = group[0].input.len() / (h * w);
-                    inference.probabilities(&Batch {
+                    Cow::Owned(inference.probabilities(&Batch {
                         data: group.iter().flat_map(|s| s.input.iter().copied()).collect(),
                         size: group.len(),
-                        channels,
+                        channels: group[0].input.len() / (h * w),
                         height: h,
                         width: w,
-                    })?
+                    })?)
                 }
-                _ => group.iter().flat_map(|s| s.input.iter().copied()).collect(),
+                _ if group.len() == 1 => Cow::Borrowed(&group[0].input),
+                _ => Cow::Owned(group.iter().flat_map(|s| s.input.iter().copied()).collect()),
             };
             let t1 = Instant::now();
             let classes = eval.metric.num_classes;
@@ -134,7 +127,6 @@ pub fn evaluate(eval: &Evaluation, dataset: &dyn Dataset, inference: Option<&Inf
             seconds.predict += (t2 - t1).as_secs_f64();
             seconds.metric += (t3 - t2).as_secs_f64();
             progress.inc(group.len() as u64);
-            start = end;
         }
     }
     progress.finish_and_clear();
@@ -147,6 +139,20 @@ pub fn evaluate(eval: &Evaluation, dataset: &dyn Dataset, inference: Option<&Inf
         seconds,
         images: entries.len(),
     })
+}
+
+/// Consecutive samples of one size, which the model takes as one batch.
+fn equal_size_runs(samples: &[Sample]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=samples.len() {
+        let size = |s: &Sample| (s.height, s.width);
+        if i == samples.len() || size(&samples[i]) != size(&samples[start]) {
+            runs.push(start..i);
+            start = i;
+        }
+    }
+    runs
 }
 
 fn describe(entries: &[Entry]) -> String {

@@ -65,10 +65,15 @@ impl Inference<'_> {
             let grid = (size - crop).div_ceil(stride) + 1;
             (0..grid).map(|i| (i * stride + crop).min(size) - crop).collect()
         };
+        let (rows, columns) = (starts(h, crop_h), starts(w, crop_w));
+        if rows.len() == 1 && columns.len() == 1 && crop_h >= h && crop_w >= w {
+            // One window is the whole image: its logits are the average.
+            return self.window_logits(&input, h, w);
+        }
         let mut sum = vec![0.0f32; b * k * h * w];
         let mut count = vec![0u32; h * w];
-        for &top in &starts(h, crop_h) {
-            for &left in &starts(w, crop_w) {
+        for &top in &rows {
+            for &left in &columns {
                 let window = input
                     .narrow(2, top, crop_h.min(h))?
                     .narrow(3, left, crop_w.min(w))?;
@@ -206,23 +211,40 @@ pub fn softmax(mut logits: Vec<f32>, images: usize, classes: usize, temperature:
     logits
 }
 
+/// One image's (K, D) logits to probabilities in place, a chunk of pixels at a time with
+/// the classes outermost (contiguous reads); per pixel the same operations in the same
+/// order as a per-pixel loop: max, sum of exp(x - max) over classes, exp(x - max - ln sum).
 fn softmax_image(image: &mut [f32], classes: usize, t: f32) {
+    const PIXELS: usize = 1024;
     let dim = image.len() / classes;
-    for i in 0..dim {
-        let x = |c: usize, image: &[f32]| {
-            if t == 1.0 {
-                image[c * dim + i]
-            } else {
-                image[c * dim + i] / t
-            }
-        };
-        let max = (0..classes)
-            .map(|c| x(c, image))
-            .fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = (0..classes).map(|c| (x(c, image) - max).exp()).sum();
-        let log_sum = sum.ln();
+    if t != 1.0 {
+        image.iter_mut().for_each(|x| *x /= t);
+    }
+    let mut max = vec![f32::NEG_INFINITY; PIXELS];
+    let mut sum = vec![0.0f32; PIXELS];
+    for start in (0..dim).step_by(PIXELS) {
+        let n = PIXELS.min(dim - start);
+        let (max, sum) = (&mut max[..n], &mut sum[..n]);
+        max.fill(f32::NEG_INFINITY);
+        sum.fill(0.0);
         for c in 0..classes {
-            image[c * dim + i] = (x(c, image) - max - log_sum).exp();
+            let row = &image[c * dim + start..c * dim + start + n];
+            max.iter_mut().zip(row).for_each(|(m, &x)| *m = m.max(x));
+        }
+        for c in 0..classes {
+            let row = &image[c * dim + start..c * dim + start + n];
+            sum.iter_mut()
+                .zip(row)
+                .zip(&*max)
+                .for_each(|((s, &x), &m)| *s += (x - m).exp());
+        }
+        sum.iter_mut().for_each(|s| *s = s.ln());
+        for c in 0..classes {
+            let row = &mut image[c * dim + start..c * dim + start + n];
+            row.iter_mut()
+                .zip(&*max)
+                .zip(&*sum)
+                .for_each(|((x, &m), &l)| *x = (*x - m - l).exp());
         }
     }
 }

@@ -152,3 +152,47 @@ fn table_errors_name_what_is_missing() {
         .failure()
         .stderr(contains("run.json"));
 }
+
+#[test]
+fn ct_runs_bootstrap_over_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("lits");
+    std::fs::create_dir_all(&run).unwrap();
+    // Three cases of four slices: the paired units are the cases, each the mean of its slices.
+    for (name, shift) in [("argmax", 0.0), ("rankseg_rma", 2.0)] {
+        let mut csv = String::from("image,case,IoU,Dice\n");
+        for case in 0..3 {
+            for slice in 0..4 {
+                csv += &format!(
+                    "{case}_{slice},{case},{},{}\n",
+                    40.0 + case as f64 + slice as f64 + shift,
+                    50.0
+                );
+            }
+        }
+        std::fs::write(run.join(format!("{name}.per_image.csv")), csv).unwrap();
+        let metrics = json!({ "mIoUI": 42.5 + shift });
+        std::fs::write(run.join(format!("{name}.metrics.json")), metrics.to_string()).unwrap();
+    }
+    let run_json = json!({
+        "model_yaml": { "name": "segformer_mit_b0" },
+        "data_yaml": { "name": "lits_fold0" },
+        "predictions": { "argmax": {}, "rankseg_rma": {} },
+    });
+    std::fs::write(run.join("run.json"), run_json.to_string()).unwrap();
+    let out = dir.path().join("t");
+    Command::cargo_bin("rankseg")
+        .unwrap()
+        .args(["table", "--out", out.to_str().unwrap(), "--runs"])
+        .arg(&run)
+        .assert()
+        .success();
+    let deltas = std::fs::read_to_string(dir.path().join("t.deltas.csv")).unwrap();
+    let row: Vec<&str> = deltas.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(row[8], "3", "three cases: {deltas}");
+    assert_eq!(
+        (row[6], row[7]),
+        ("2.0", "2.0"),
+        "every case improves by exactly 2: {deltas}"
+    );
+}

@@ -44,9 +44,13 @@ impl Model {
         let mut json: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", checkpoint.config.display()))?;
         // transformers takes `num_labels` when a config gives no `id2label`.
-        if let (None, Some(n)) = (json.get("id2label"), json.get("num_labels").and_then(|n| n.as_u64())) {
-            let labels: serde_json::Map<String, serde_json::Value> =
-                (0..n).map(|i| (i.to_string(), format!("LABEL_{i}").into())).collect();
+        if let (None, Some(n)) = (
+            json.get("id2label"),
+            json.get("num_labels").and_then(|n| n.as_u64()),
+        ) {
+            let labels: serde_json::Map<String, serde_json::Value> = (0..n)
+                .map(|i| (i.to_string(), format!("LABEL_{i}").into()))
+                .collect();
             json["id2label"] = labels.into();
         }
         let model_type = json["model_type"].as_str().unwrap_or_default().to_string();

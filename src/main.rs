@@ -14,5 +14,11 @@ fn main() -> ExitCode {
     // and reallocate activations of tens of megabytes, and zeroing fresh pages for them
     // cost a quarter of the forward time.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // candle attaches a backtrace to its errors whenever RUST_BACKTRACE is set, and they
+    // end up inside our one-line messages; RUST_LIB_BACKTRACE=0 turns that capture off
+    // (panics still honour RUST_BACKTRACE). Set before any thread starts.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     rankseg::cli::main()
 }

@@ -17,14 +17,16 @@ use crate::config::training::{LossConfig, OptimConfig, ScheduleConfig};
 use crate::config::{self, Kind, Source};
 use crate::data;
 use crate::metrics::{CalibrationSpec, MetricSpec};
-use crate::models::{self, Checkpoint, Model, ModelYaml};
+use crate::models::{self, zoo, Checkpoint, ModelSource, ModelYaml};
 use crate::runner::results::{self, PredictionImages, RunRecord};
 use crate::runner::{self, Evaluation, Inference};
 
 #[derive(Args)]
 pub struct ExpArgs {
-    /// A Hugging Face layout directory (config.json + safetensors); enough on its own, the
-    /// architecture comes from its config.json.
+    /// A Hugging Face layout directory (config.json + safetensors; enough on its own, the
+    /// architecture comes from its config.json), or a checkpoint of the experiment's own
+    /// models (its main.py's checkpointNNN.pth, a state dict .pth or .safetensors) beside
+    /// --model_yaml. Default: the latest checkpoint*.pth / .safetensors in --output_dir.
     #[arg(long = "model_checkpoint", alias = "model-checkpoint")]
     model_checkpoint: Option<PathBuf>,
     /// The folder holding the datasets, laid out as DATA.md says.
@@ -123,27 +125,69 @@ fn flag(kind: Kind) -> &'static str {
     }
 }
 
-/// The checkpoint: `--model_checkpoint`, else the one the model yaml names.
-fn checkpoint(args: &ExpArgs, configs: &Configs) -> Result<Checkpoint> {
+/// The model: `--model_checkpoint` (a Hugging Face directory, or a state dict file of the
+/// experiment's model that `--model_yaml` describes), else the latest checkpoint in
+/// `--output_dir` (as `main.py`), else the weights the model yaml names.
+fn model_source(args: &ExpArgs, configs: &Configs) -> Result<ModelSource> {
     let model_source = configs
         .sources
         .iter()
         .find(|(k, _)| *k == Kind::Models)
         .map(|(_, s)| s);
+    let experiment = |yaml: &ModelYaml, source: &Source, weights: PathBuf| -> Result<ModelSource> {
+        let data = &configs.data;
+        let channels = data
+            .in_channels
+            .unwrap_or(if data.dataset.medical() { 1 } else { 3 });
+        let [h, w] = data.crop();
+        let origin = format!("{} with {}", source.origin, data_source(configs).origin);
+        let config = zoo::SegmentorConfig::new(yaml, channels, data.num_classes, (h, w))
+            .with_context(|| origin.clone())?;
+        Ok(ModelSource::Experiment {
+            config,
+            weights,
+            origin,
+        })
+    };
     match (&args.model_checkpoint, &configs.model, model_source) {
-        (Some(dir), yaml, _) => {
+        (Some(dir), yaml, _) if dir.is_dir() => {
             let mut checkpoint = Checkpoint::from_dir(dir).context("--model_checkpoint")?;
             checkpoint.method = yaml.as_ref().map(|y| y.method.clone());
-            Ok(checkpoint)
+            Ok(ModelSource::HuggingFace(checkpoint))
         }
-        (None, Some(yaml), Some(source)) => yaml.checkpoint(source)?.with_context(|| {
-            format!(
-                "{} names no weights: pass --model_checkpoint DIR (a Hugging Face layout directory)",
-                source.origin
-            )
-        }),
+        (Some(file), Some(yaml), Some(source)) => experiment(yaml, source, file.clone()),
+        (Some(file), None, _) if !file.exists() => {
+            bail!("--model_checkpoint {} does not exist", file.display())
+        }
+        (Some(file), None, _) => bail!(
+            "--model_checkpoint {}: a state dict file needs --model_yaml (the experiment's architecture), or give a Hugging Face layout directory",
+            file.display()
+        ),
+        (None, Some(yaml), Some(source)) => {
+            if let Some(latest) = models::latest_checkpoint(&args.output_dir) {
+                eprintln!("using the latest checkpoint in --output_dir: {}", latest.display());
+                return experiment(yaml, source, latest);
+            }
+            let checkpoint = yaml.checkpoint(source)?.with_context(|| {
+                format!(
+                    "{} names no weights and {} holds no checkpoint*.pth / .safetensors: pass --model_checkpoint",
+                    source.origin,
+                    args.output_dir.display()
+                )
+            })?;
+            Ok(ModelSource::HuggingFace(checkpoint))
+        }
         _ => bail!("no model: pass --model_checkpoint DIR (config.json + model.safetensors) or --model_yaml"),
     }
+}
+
+fn data_source(configs: &Configs) -> &Source {
+    configs
+        .sources
+        .iter()
+        .find(|(k, _)| *k == Kind::Datas)
+        .map(|(_, s)| s)
+        .expect("the data config was loaded")
 }
 
 fn sha256_files(files: &[PathBuf]) -> Result<String> {
@@ -183,10 +227,10 @@ pub fn run(args: ExpArgs) -> Result<()> {
     let checkpoint = if probs_only {
         None
     } else {
-        Some(checkpoint(&args, &configs)?)
+        Some(model_source(&args, &configs)?)
     };
     let weights_sha256 = match &checkpoint {
-        Some(c) => Some(sha256_files(&c.weights)?),
+        Some(c) => Some(sha256_files(&c.weight_files())?),
         None => None,
     };
     let data_dir = std::fs::canonicalize(&args.data_dir)
@@ -200,6 +244,8 @@ pub fn run(args: ExpArgs) -> Result<()> {
             "predict": configs.predict.resolved,
             "batch_size": configs.schedule.batch_size,
             "weights": weights_sha256,
+            // The experiment's own models take their architecture from the model yaml.
+            "model_yaml": configs.sources.iter().find(|(k, _)| *k == Kind::Models).map(|(_, s)| yaml_as_json(s)["values"].clone()),
             "data_dir": data_dir,
         });
         format!("{:x}", Sha256::digest(decisive.to_string().as_bytes()))
@@ -225,7 +271,7 @@ pub fn run(args: ExpArgs) -> Result<()> {
     let dataset = data::open(&configs.data, &data_dir)?;
     let device = models::device(&args.device)?;
     let model = match &checkpoint {
-        Some(c) => Some(Model::load(c, &device)?),
+        Some(c) => Some(c.load(&device)?),
         None => None,
     };
     if let (Some(model), Some(checkpoint)) = (&model, &checkpoint) {
@@ -233,7 +279,7 @@ pub fn run(args: ExpArgs) -> Result<()> {
         if model.num_classes != data.num_classes {
             bail!(
                 "{} predicts {} classes but the data yaml has num_classes {}",
-                checkpoint.source,
+                checkpoint.source(),
                 model.num_classes,
                 data.num_classes
             );
@@ -244,7 +290,7 @@ pub fn run(args: ExpArgs) -> Result<()> {
         if model.in_channels != channels {
             bail!(
                 "{} takes {} input channels but the data yaml gives {channels} (in_channels)",
-                checkpoint.source,
+                checkpoint.source(),
                 model.in_channels
             );
         }
@@ -313,9 +359,9 @@ pub fn run(args: ExpArgs) -> Result<()> {
         "checkpoint".into(),
         match &checkpoint {
             Some(c) => json!({
-                "source": c.source,
-                "config": c.config,
-                "weights": c.weights,
+                "source": c.source(),
+                "config": c.config_file(),
+                "weights": c.weight_files(),
                 "sha256": weights_sha256,
             }),
             None => Value::Null,

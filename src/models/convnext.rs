@@ -1,8 +1,9 @@
-//! The ConvNeXt backbone (Liu et al. 2022) as Hugging Face's `ConvNextBackbone`: stage
-//! outputs after the per-stage `hidden_states_norms`, for UperNet.
+//! The ConvNeXt backbone (Liu et al. 2022) as Hugging Face's `ConvNextBackbone` (stage
+//! outputs after the per-stage `hidden_states_norms`, for UperNet) and as timm's
+//! `features_only` model (the raw outputs of all four stages, timm's tensor names, for the
+//! experiment's own UPerNet). The math is one; only the names and the output norms differ.
 //!
-//! candle-transformers' convnext.rs uses timm's tensor names and returns pooled features
-//! only, so this one follows transformers' module tree instead.
+//! candle-transformers' convnext.rs returns pooled features only, so this one is our own.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
@@ -87,6 +88,62 @@ impl ConvNextConfig {
     }
 }
 
+/// Whose module tree the tensor names follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Names {
+    /// transformers' `ConvNextBackbone` (`embeddings.patch_embeddings`, `encoder.stages.0.layers.0.dwconv`, ...).
+    Transformers,
+    /// timm's `features_only` ConvNeXt (`stem_0`, `stages_0.blocks.0.conv_dw`, ...).
+    Timm,
+}
+
+impl Names {
+    fn stem<'a>(self, vb: &VarBuilder<'a>) -> (VarBuilder<'a>, VarBuilder<'a>) {
+        match self {
+            Names::Transformers => (
+                vb.pp("embeddings").pp("patch_embeddings"),
+                vb.pp("embeddings").pp("layernorm"),
+            ),
+            Names::Timm => (vb.pp("stem_0"), vb.pp("stem_1")),
+        }
+    }
+
+    fn stage<'a>(self, vb: &VarBuilder<'a>, i: usize) -> VarBuilder<'a> {
+        match self {
+            Names::Transformers => vb.pp("encoder").pp("stages").pp(i),
+            Names::Timm => vb.pp(format!("stages_{i}")),
+        }
+    }
+
+    fn downsample(self) -> &'static str {
+        match self {
+            Names::Transformers => "downsampling_layer",
+            Names::Timm => "downsample",
+        }
+    }
+
+    fn blocks(self) -> &'static str {
+        match self {
+            Names::Transformers => "layers",
+            Names::Timm => "blocks",
+        }
+    }
+
+    /// Block members: depthwise conv, norm, the two pointwise linears, layer scale.
+    fn block(self) -> [&'static str; 5] {
+        match self {
+            Names::Transformers => [
+                "dwconv",
+                "layernorm",
+                "pwconv1",
+                "pwconv2",
+                "layer_scale_parameter",
+            ],
+            Names::Timm => ["conv_dw", "norm", "mlp.fc1", "mlp.fc2", "gamma"],
+        }
+    }
+}
+
 struct Block {
     dwconv: DepthwiseConv2d,
     layernorm: LayerNorm,
@@ -96,17 +153,18 @@ struct Block {
 }
 
 impl Block {
-    fn load(vb: VarBuilder, dim: usize) -> Result<Self> {
-        let layer_scale = if vb.contains_tensor("layer_scale_parameter") {
-            Some(vb.get(dim, "layer_scale_parameter")?)
+    fn load(vb: VarBuilder, dim: usize, names: Names) -> Result<Self> {
+        let [dwconv, norm, fc1, fc2, scale] = names.block();
+        let layer_scale = if vb.contains_tensor(scale) {
+            Some(vb.get(dim, scale)?)
         } else {
             None
         };
         Ok(Block {
-            dwconv: DepthwiseConv2d::load(vb.pp("dwconv"), dim, 7, 3)?,
-            layernorm: layer_norm(dim, LAYER_NORM_EPS, vb.pp("layernorm"))?,
-            pwconv1: linear(dim, 4 * dim, vb.pp("pwconv1"))?,
-            pwconv2: linear(4 * dim, dim, vb.pp("pwconv2"))?,
+            dwconv: DepthwiseConv2d::load(vb.pp(dwconv), dim, 7, 3)?,
+            layernorm: layer_norm(dim, LAYER_NORM_EPS, vb.pp(norm))?,
+            pwconv1: linear(dim, 4 * dim, vb.pp(fc1))?,
+            pwconv2: linear(4 * dim, dim, vb.pp(fc2))?,
             layer_scale,
         })
     }
@@ -132,16 +190,41 @@ pub struct ConvNextBackbone {
     stem: Conv,
     stem_norm: ChannelsFirstLayerNorm,
     stages: Vec<Stage>,
-    /// (stage index, its output norm) for every returned stage.
-    outputs: Vec<(usize, ChannelsFirstLayerNorm)>,
+    /// (stage index, its output norm if it has one) for every returned stage.
+    outputs: Vec<(usize, Option<ChannelsFirstLayerNorm>)>,
 }
 
 impl ConvNextBackbone {
+    /// transformers' `ConvNextBackbone` for a `backbone_config`.
     pub fn load(vb: VarBuilder, cfg: &ConvNextConfig) -> anyhow::Result<Self> {
+        let mut backbone = Self::load_stages(&vb, cfg, Names::Transformers)?;
+        backbone.outputs = cfg
+            .out_stages()?
+            .into_iter()
+            .map(|s| {
+                let norm = ChannelsFirstLayerNorm::load(
+                    vb.pp("hidden_states_norms").pp(format!("stage{s}")),
+                    cfg.hidden_sizes[s - 1],
+                    LAYER_NORM_EPS,
+                )?;
+                Ok((s - 1, Some(norm)))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(backbone)
+    }
+
+    /// timm's `features_only` ConvNeXt: every stage's raw output.
+    pub fn load_timm(vb: VarBuilder, cfg: &ConvNextConfig) -> Result<Self> {
+        let mut backbone = Self::load_stages(&vb, cfg, Names::Timm)?;
+        backbone.outputs = (0..cfg.depths.len()).map(|s| (s, None)).collect();
+        Ok(backbone)
+    }
+
+    fn load_stages(vb: &VarBuilder, cfg: &ConvNextConfig, names: Names) -> Result<Self> {
         let sizes = &cfg.hidden_sizes;
-        let embeddings = vb.pp("embeddings");
+        let (stem_vb, stem_norm_vb) = names.stem(vb);
         let stem = conv2d(
-            embeddings.pp("patch_embeddings"),
+            stem_vb,
             cfg.num_channels,
             sizes[0],
             cfg.patch_size,
@@ -149,12 +232,12 @@ impl ConvNextBackbone {
             0,
             true,
         )?;
-        let stem_norm = ChannelsFirstLayerNorm::load(embeddings.pp("layernorm"), sizes[0], LAYER_NORM_EPS)?;
+        let stem_norm = ChannelsFirstLayerNorm::load(stem_norm_vb, sizes[0], LAYER_NORM_EPS)?;
         let mut stages = Vec::with_capacity(sizes.len());
         for (i, (&dim, &depth)) in sizes.iter().zip(&cfg.depths).enumerate() {
-            let vb = vb.pp("encoder").pp("stages").pp(i);
+            let vb = names.stage(vb, i);
             let downsample = if i > 0 {
-                let down = vb.pp("downsampling_layer");
+                let down = vb.pp(names.downsample());
                 Some((
                     ChannelsFirstLayerNorm::load(down.pp(0), sizes[i - 1], LAYER_NORM_EPS)?,
                     conv2d(down.pp(1), sizes[i - 1], dim, 2, 2, 0, true)?,
@@ -163,27 +246,15 @@ impl ConvNextBackbone {
                 None
             };
             let blocks = (0..depth)
-                .map(|j| Block::load(vb.pp("layers").pp(j), dim))
+                .map(|j| Block::load(vb.pp(names.blocks()).pp(j), dim, names))
                 .collect::<Result<Vec<_>>>()?;
             stages.push(Stage { downsample, blocks });
         }
-        let outputs = cfg
-            .out_stages()?
-            .into_iter()
-            .map(|s| {
-                let norm = ChannelsFirstLayerNorm::load(
-                    vb.pp("hidden_states_norms").pp(format!("stage{s}")),
-                    sizes[s - 1],
-                    LAYER_NORM_EPS,
-                )?;
-                Ok((s - 1, norm))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(ConvNextBackbone {
             stem,
             stem_norm,
             stages,
-            outputs,
+            outputs: Vec::new(),
         })
     }
 
@@ -199,7 +270,10 @@ impl ConvNextBackbone {
                 x = block.forward(&x)?;
             }
             for (_, norm) in self.outputs.iter().filter(|(s, _)| *s == i) {
-                features.push(norm.forward(&x)?);
+                features.push(match norm {
+                    Some(norm) => norm.forward(&x)?,
+                    None => x.clone(),
+                });
             }
         }
         Ok(features)

@@ -4,7 +4,9 @@
 //! or through a model yaml. Weights are checked as they are read: a missing tensor, a
 //! wrong shape or a non-float dtype is an error naming the tensor and the checkpoint.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
@@ -22,7 +24,8 @@ use crate::config::Source;
 pub struct ModelYaml {
     /// The architecture family: `segformer` or `upernet`; checked against config.json.
     pub method: String,
-    /// Informational: the backbone the checkpoint uses (mit_b0, convnext_tiny, ...).
+    /// The backbone: informational for Hugging Face checkpoints (their config.json decides),
+    /// the architecture of the experiment's own models (resnet50d, mit_b0, ...).
     #[serde(default)]
     pub backbone: Option<String>,
     /// A local directory in Hugging Face layout.
@@ -33,9 +36,9 @@ pub struct ModelYaml {
     pub hub_repo: Option<String>,
     #[serde(default)]
     pub revision: Option<String>,
-    // The experiment's training-side keys (segformer_mit_b0.yaml and friends), accepted so
-    // that its model yamls load unchanged; evaluation takes the architecture from the
-    // checkpoint's config.json instead.
+    // The experiment's architecture keys (`exp/configs/models/*.yaml`): they build its own
+    // models (`models::zoo`); a Hugging Face checkpoint takes its architecture from its
+    // config.json instead.
     pub output_stride: Option<usize>,
     pub out_channels: Option<usize>,
     pub aux_out_channels: Option<usize>,
@@ -43,6 +46,8 @@ pub struct ModelYaml {
     pub align_corners: Option<bool>,
     pub aux: Option<bool>,
     pub bins: Option<Vec<usize>>,
+    pub atrous_rates: Option<Vec<usize>>,
+    pub shortcut_channels: Option<usize>,
 }
 
 impl ModelYaml {
@@ -191,16 +196,37 @@ enum Store {
 struct CheckedWeights {
     store: Store,
     source: String,
+    /// Requested name -> stored name, where they differ (a stripped `module.` prefix).
+    renamed: HashMap<String, String>,
+    /// The stored names handed out, for the strict check of a state dict.
+    used: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl CheckedWeights {
     fn open(files: &[PathBuf], source: &str) -> Result<Self> {
-        let is_pickle = files.len() == 1 && files[0].extension().is_some_and(|e| e == "bin");
+        let is_pickle = files.len() == 1
+            && files[0]
+                .extension()
+                .is_some_and(|e| e == "bin" || e == "pth" || e == "pt");
         let store = if is_pickle {
-            Store::Pickle(
-                candle_core::pickle::PthTensors::new(&files[0], None)
-                    .with_context(|| format!("cannot read {}", files[0].display()))?,
-            )
+            let file = &files[0];
+            let read = |key| candle_core::pickle::PthTensors::new(file, key);
+            // The experiment's checkpoints hold the weights under "state_dict"; a bare state
+            // dict (and transformers' pytorch_model.bin) is the dict itself.
+            let tensors = match read(Some("state_dict")) {
+                Ok(tensors) => tensors,
+                Err(candle_core::Error::Msg(m)) if m.contains("not found") => read(None)
+                    .with_context(|| format!("cannot read {} as a PyTorch checkpoint", file.display()))?,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)).with_context(|| {
+                        format!(
+                            "cannot read {} as a PyTorch checkpoint (torch.save zip)",
+                            file.display()
+                        )
+                    })
+                }
+            };
+            Store::Pickle(tensors)
         } else {
             // Safety: the files are memory-mapped read-only; like every safetensors reader we
             // assume nobody truncates them while the model loads.
@@ -212,10 +238,29 @@ impl CheckedWeights {
         Ok(CheckedWeights {
             store,
             source: source.to_string(),
+            renamed: HashMap::new(),
+            used: Arc::default(),
         })
     }
 
+    /// Every stored tensor name.
+    fn names(&self) -> Vec<String> {
+        match &self.store {
+            Store::Safetensors(st) => st.tensors().into_iter().map(|(name, _)| name).collect(),
+            Store::Pickle(pth) => pth.tensor_infos().keys().cloned().collect(),
+        }
+    }
+
+    fn stored<'a>(&'a self, name: &'a str) -> &'a str {
+        self.renamed.get(name).map_or(name, String::as_str)
+    }
+
     fn raw(&self, name: &str, dev: &Device) -> candle_core::Result<Tensor> {
+        let name = self.stored(name);
+        self.used
+            .lock()
+            .expect("no panic while holding the lock")
+            .insert(name.to_string());
         let missing =
             || candle_core::Error::Msg(format!("{}: the checkpoint has no tensor {name}", self.source));
         match &self.store {
@@ -257,9 +302,97 @@ impl SimpleBackend for CheckedWeights {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
+        let name = self.stored(name);
         match &self.store {
             Store::Safetensors(st) => st.get(name).is_ok(),
             Store::Pickle(pth) => pth.tensor_infos().contains_key(name),
         }
+    }
+}
+
+/// A state dict file of the experiment's models: `.pth` (`torch.save` of the checkpoint dict
+/// `{"epoch", "state_dict", "optimizer", "lr_scheduler"}` that its `main.py` writes, or of a
+/// bare state dict) or `.safetensors`, with the same key names. Keys saved under
+/// DistributedDataParallel lose their `module.` as the experiment's `load_checkpoint` does.
+pub struct StateDict {
+    weights: Arc<CheckedWeights>,
+}
+
+impl StateDict {
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            bail!("checkpoint {} does not exist", path.display());
+        }
+        let known = path
+            .extension()
+            .is_some_and(|e| e == "pth" || e == "pt" || e == "bin" || e == "safetensors");
+        if !known {
+            bail!(
+                "{}: expected a .pth (torch.save) or .safetensors state dict",
+                path.display()
+            );
+        }
+        let mut weights = CheckedWeights::open(&[path.to_path_buf()], &path.display().to_string())?;
+        let names = weights.names();
+        if names.iter().any(|n| n.starts_with("module.")) {
+            weights.renamed = names
+                .iter()
+                .map(|n| (n.replace("module.", ""), n.clone()))
+                .collect();
+        }
+        Ok(StateDict {
+            weights: Arc::new(weights),
+        })
+    }
+
+    pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(Shared(self.weights.clone())), DType::F32, device.clone())
+    }
+
+    /// After a model has loaded: the stored keys it never asked for, as `load_state_dict`'s
+    /// "unexpected keys" (a BatchNorm's `num_batches_tracked` counts as read with its
+    /// `running_mean`).
+    pub fn unexpected_keys(&self) -> Vec<String> {
+        let used = self.weights.used.lock().expect("no panic while holding the lock");
+        let mut unexpected: Vec<String> = self
+            .weights
+            .names()
+            .into_iter()
+            .filter(|name| {
+                if used.contains(name) {
+                    return false;
+                }
+                match name.strip_suffix("num_batches_tracked") {
+                    Some(stem) => !used.contains(&format!("{stem}running_mean")),
+                    None => true,
+                }
+            })
+            .collect();
+        unexpected.sort();
+        unexpected
+    }
+}
+
+/// The backend VarBuilder owns, sharing the weights with the `StateDict` that checks them.
+struct Shared(Arc<CheckedWeights>);
+
+impl SimpleBackend for Shared {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0.get(shape, name, init, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.get_unchecked(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains_tensor(name)
     }
 }

@@ -7,13 +7,14 @@ pub mod loading;
 mod ops;
 mod segformer;
 mod upernet;
+pub mod zoo;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
-pub use loading::{Checkpoint, ModelYaml};
+pub use loading::{Checkpoint, ModelYaml, StateDict};
 pub use ops::resize_bilinear;
 pub use segformer::{Segformer, SegformerConfig};
 pub use upernet::{UperNet, UperNetConfig};
@@ -25,16 +26,17 @@ fn default_id2label() -> std::collections::BTreeMap<String, String> {
 
 /// A loaded model, by the `model_type` of its config.json.
 pub struct Model {
-    net: Net,
+    net: Architecture,
     /// Input channels (config.json `num_channels`; 3 when absent).
     pub in_channels: usize,
     /// Output classes (the size of config.json's `id2label`).
     pub num_classes: usize,
 }
 
-enum Net {
+enum Architecture {
     Segformer(Box<Segformer>),
     UperNet(Box<UperNet>),
+    Segmentor(Box<zoo::Segmentor>),
 }
 
 impl Model {
@@ -80,12 +82,14 @@ impl Model {
             "segformer" => {
                 let cfg: SegformerConfig = serde_json::from_value(json).with_context(config_error)?;
                 cfg.check().with_context(config_error)?;
-                Net::Segformer(Box::new(Segformer::load(vb, &cfg).with_context(weights_error)?))
+                Architecture::Segformer(Box::new(Segformer::load(vb, &cfg).with_context(weights_error)?))
             }
             "upernet" => {
                 let cfg: UperNetConfig = serde_json::from_value(json).with_context(config_error)?;
                 cfg.check().with_context(config_error)?;
-                Net::UperNet(Box::new(UperNet::load(vb, &cfg).with_context(weights_error)?))
+                Architecture::UperNet(Box::new(
+                    UperNet::load(vb, &cfg).with_context(weights_error)?,
+                ))
             }
             other => bail!(
                 "{}: model_type {other:?} is not supported (segformer and upernet are)",
@@ -99,14 +103,131 @@ impl Model {
         })
     }
 
-    /// Logits for a normalised (B, 3, H, W) batch, exactly as transformers' `.logits`
-    /// (SegFormer: 1/4 resolution; UperNet: input resolution).
-    pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        Ok(match &self.net {
-            Net::Segformer(m) => m.forward(pixel_values)?,
-            Net::UperNet(m) => m.forward(pixel_values)?,
+    /// One of the experiment's own models from a state dict file (`.pth` or
+    /// `.safetensors`), loaded strictly like `load_state_dict`: a missing or unexpected key
+    /// or a wrong shape is an error naming the key, the checkpoint and the model yaml.
+    pub fn load_segmentor(
+        cfg: &zoo::SegmentorConfig,
+        checkpoint: &Path,
+        yaml: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let weights = StateDict::open(checkpoint)?;
+        let context = || {
+            format!(
+                "{} does not fit the {} {} model of {yaml} ({} input channels, {} classes)",
+                checkpoint.display(),
+                cfg.method_name(),
+                cfg.backbone,
+                cfg.in_channels,
+                cfg.num_classes
+            )
+        };
+        let net = zoo::Segmentor::load(weights.var_builder(device), cfg).with_context(context)?;
+        let unexpected = weights.unexpected_keys();
+        if !unexpected.is_empty() {
+            let shown: Vec<&str> = unexpected.iter().take(5).map(String::as_str).collect();
+            bail!(
+                "{}: unexpected key{} {}{} for the {} {} model of {yaml}",
+                checkpoint.display(),
+                if unexpected.len() > 1 { "s" } else { "" },
+                shown.join(", "),
+                if unexpected.len() > 5 {
+                    format!(" and {} more", unexpected.len() - 5)
+                } else {
+                    String::new()
+                },
+                cfg.method_name(),
+                cfg.backbone
+            );
+        }
+        Ok(Model {
+            net: Architecture::Segmentor(Box::new(net)),
+            in_channels: cfg.in_channels,
+            num_classes: cfg.num_classes,
         })
     }
+
+    /// Logits for a normalised (B, C, H, W) batch: transformers' `.logits` (SegFormer: 1/4
+    /// resolution; UperNet: input resolution), or the experiment's `Segmentor.forward(x)[0]`
+    /// (the data yaml's crop size).
+    pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        Ok(match &self.net {
+            Architecture::Segformer(m) => m.forward(pixel_values)?,
+            Architecture::UperNet(m) => m.forward(pixel_values)?,
+            Architecture::Segmentor(m) => m.forward(pixel_values)?,
+        })
+    }
+}
+
+/// Where a model comes from: a Hugging Face checkpoint (architecture from its config.json)
+/// or one of the experiment's state dicts (architecture from its model and data yamls).
+pub enum ModelSource {
+    HuggingFace(Checkpoint),
+    Experiment {
+        config: zoo::SegmentorConfig,
+        weights: PathBuf,
+        /// The model and data yamls it was built from, for messages.
+        origin: String,
+    },
+}
+
+impl ModelSource {
+    pub fn load(&self, device: &Device) -> Result<Model> {
+        match self {
+            ModelSource::HuggingFace(checkpoint) => Model::load(checkpoint, device),
+            ModelSource::Experiment {
+                config,
+                weights,
+                origin,
+            } => Model::load_segmentor(config, weights, origin, device),
+        }
+    }
+
+    /// The files holding the weights (what the run's sha256 covers).
+    pub fn weight_files(&self) -> Vec<PathBuf> {
+        match self {
+            ModelSource::HuggingFace(checkpoint) => checkpoint.weights.clone(),
+            ModelSource::Experiment { weights, .. } => vec![weights.clone()],
+        }
+    }
+
+    /// What the user named, for messages.
+    pub fn source(&self) -> String {
+        match self {
+            ModelSource::HuggingFace(checkpoint) => checkpoint.source.clone(),
+            ModelSource::Experiment { weights, .. } => weights.display().to_string(),
+        }
+    }
+
+    /// The architecture's description file: config.json, or the model yaml.
+    pub fn config_file(&self) -> String {
+        match self {
+            ModelSource::HuggingFace(checkpoint) => checkpoint.config.display().to_string(),
+            ModelSource::Experiment { origin, .. } => origin.clone(),
+        }
+    }
+}
+
+/// The newest `checkpoint{epoch}.pth` or `.safetensors` in `dir`, as the experiment's
+/// `main.py` picks the one to resume from (by the epoch number; ours over a `.pth` of the
+/// same epoch).
+pub fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let name = path.file_name()?.to_str()?;
+            let (stem, rank) = if let Some(stem) = name.strip_suffix(".safetensors") {
+                (stem, 1)
+            } else {
+                (name.strip_suffix(".pth")?, 0)
+            };
+            let epoch: u64 = stem.strip_prefix("checkpoint")?.parse().ok()?;
+            Some(((epoch, rank), path))
+        })
+        .max_by_key(|(key, _)| *key)
+        .map(|(_, path)| path)
 }
 
 /// What `--model` names: a checkpoint directory, a model yaml, or the name of a yaml

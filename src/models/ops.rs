@@ -5,18 +5,51 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, T
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-/// A depthwise k x k convolution (one filter per channel, stride 1). candle runs a grouped
-/// convolution as one convolution per group, which made these layers about half of a
-/// SegFormer forward; this runs every (image, channel) plane in parallel instead.
+/// A depthwise k x k convolution (one filter per channel; any stride and dilation). candle
+/// runs a grouped convolution as one convolution per group, which made these layers about
+/// half of a SegFormer forward; this runs every (image, channel) plane in parallel instead.
 #[derive(Clone, Debug)]
 pub struct DepthwiseConv2d {
     weight: Vec<f32>,
     bias: Vec<f32>,
     channels: usize,
     kernel: usize,
-    padding: usize,
+    geometry: Geometry,
     /// The same weights as tensors, for candle's grouped conv off the CPU.
     portable: (Tensor, Tensor),
+}
+
+/// PyTorch's padding, stride and dilation of a convolution (the same along both axes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub padding: usize,
+    pub stride: usize,
+    pub dilation: usize,
+}
+
+impl Geometry {
+    pub fn padded(padding: usize) -> Self {
+        Geometry {
+            padding,
+            stride: 1,
+            dilation: 1,
+        }
+    }
+
+    /// The output length along an axis of `len` for a kernel of `kernel` taps, or an error
+    /// when the (padded) input is shorter than the dilated kernel.
+    pub fn output_len(&self, len: usize, kernel: usize) -> Result<usize> {
+        let reach = self.dilation * (kernel - 1) + 1;
+        let padded = len + 2 * self.padding;
+        if padded < reach {
+            candle_core::bail!(
+                "a {kernel}x{kernel} convolution (dilation {}) needs at least {} pixels per side after padding, got {len}: the input is too small for this model",
+                self.dilation,
+                reach.saturating_sub(2 * self.padding)
+            );
+        }
+        Ok((padded - reach) / self.stride + 1)
+    }
 }
 
 impl DepthwiseConv2d {
@@ -26,15 +59,15 @@ impl DepthwiseConv2d {
             .flatten_all()?
             .to_vec1::<f32>()?;
         let bias = vb.get(channels, "bias")?.to_vec1::<f32>()?;
-        Self::new(weight, bias, kernel, padding, vb.device())
+        Self::new(weight, bias, kernel, Geometry::padded(padding), vb.device())
     }
 
     /// From a (C, 1, k, k) weight and C biases, row-major.
-    fn new(
+    pub fn new(
         weight: Vec<f32>,
         bias: Vec<f32>,
         kernel: usize,
-        padding: usize,
+        geometry: Geometry,
         device: &candle_core::Device,
     ) -> Result<Self> {
         let channels = bias.len();
@@ -47,7 +80,7 @@ impl DepthwiseConv2d {
             bias,
             channels,
             kernel,
-            padding,
+            geometry,
             portable,
         })
     }
@@ -55,7 +88,8 @@ impl DepthwiseConv2d {
     /// candle's grouped convolution: the same function, for devices our kernel does not run on.
     fn forward_portable(&self, x: &Tensor) -> Result<Tensor> {
         let (weight, bias) = &self.portable;
-        x.conv2d(weight, self.padding, 1, 1, self.channels)?
+        let g = self.geometry;
+        x.conv2d(weight, g.padding, g.stride, g.dilation, self.channels)?
             .broadcast_add(bias)
     }
 }
@@ -81,8 +115,13 @@ impl CustomOp1 for DepthwiseConv2d {
             (CpuStorage::F32(data), Some((start, end))) => &data[start..end],
             _ => candle_core::bail!("depthwise conv needs a contiguous f32 input"),
         };
-        let (k, pad) = (self.kernel, self.padding);
-        let (oh, ow) = (h + 2 * pad - k + 1, w + 2 * pad - k + 1);
+        let k = self.kernel;
+        let Geometry {
+            padding: pad,
+            stride: s,
+            dilation: d,
+        } = self.geometry;
+        let (oh, ow) = (self.geometry.output_len(h, k)?, self.geometry.output_len(w, k)?);
         let mut out = vec![0f32; b * c * oh * ow];
         out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
             let ch = plane % c;
@@ -92,18 +131,29 @@ impl CustomOp1 for DepthwiseConv2d {
             for ky in 0..k {
                 for kx in 0..k {
                     let wgt = filter[ky * k + kx];
+                    // Output columns x whose input column x s + kx d - pad is inside the row.
+                    let shift = kx * d;
+                    let x0 = pad.saturating_sub(shift).div_ceil(s);
+                    let x1 = (w + pad).saturating_sub(shift).div_ceil(s).min(ow);
+                    if x0 >= x1 {
+                        continue;
+                    }
                     for y in 0..oh {
-                        let sy = y + ky;
+                        let sy = y * s + ky * d;
                         if sy < pad || sy >= h + pad {
                             continue;
                         }
                         let row = &src[(sy - pad) * w..(sy - pad + 1) * w];
                         let dst = &mut out[y * ow..(y + 1) * ow];
-                        // Output columns whose input column x + kx - pad is inside the row.
-                        let x0 = pad.saturating_sub(kx);
-                        let x1 = (w + pad).saturating_sub(kx).min(ow);
-                        for x in x0..x1 {
-                            dst[x] += wgt * row[x + kx - pad];
+                        if s == 1 {
+                            let from = &row[x0 + shift - pad..x1 + shift - pad];
+                            for (o, &v) in dst[x0..x1].iter_mut().zip(from) {
+                                *o += wgt * v;
+                            }
+                        } else {
+                            for x in x0..x1 {
+                                dst[x] += wgt * row[x * s + shift - pad];
+                            }
                         }
                     }
                 }
@@ -164,7 +214,7 @@ impl CustomOp1 for TokenDepthwise<'_> {
             (CpuStorage::F32(data), Some((start, end))) => &data[start..end],
             _ => candle_core::bail!("depthwise conv needs a contiguous f32 input"),
         };
-        let (k, pad) = (conv.kernel, conv.padding);
+        let (k, pad) = (conv.kernel, conv.geometry.padding);
         // Taps laid out (ky, kx, channel) so the inner loop runs along contiguous channels.
         let mut taps = vec![0f32; k * k * c];
         for ch in 0..c {
@@ -202,13 +252,13 @@ impl CustomOp1 for TokenDepthwise<'_> {
     }
 }
 
-/// A convolution with PyTorch's (kernel, stride, padding), bias optional.
+/// A convolution with PyTorch's (kernel, stride, padding, dilation), bias optional.
 ///
-/// Stride-1 "same" convolutions (the 1x1s and the 3x3s of the decode heads) run as one
-/// matrix product per kernel tap, accumulated in place by gemm over shifted views of the
-/// padded input: the arithmetic of im2col without materialising the (C_in k^2) x (H W)
-/// matrix, which for UperNet's 2048-channel fusion conv is over a gigabyte of page faults.
-/// Other shapes (the patchifying strided convs) go to candle's conv2d.
+/// Stride-1 "same" convolutions (the 1x1s, the 3x3s of the decode heads, the dilated 3x3s of
+/// ASPP) run as one matrix product per kernel tap, accumulated in place by gemm over shifted
+/// views of the padded input: the arithmetic of im2col without materialising the
+/// (C_in k^2) x (H W) matrix, which for UperNet's 2048-channel fusion conv is over a gigabyte
+/// of page faults. Other shapes (the patchifying strided convs) go to candle's conv2d.
 #[derive(Clone, Debug)]
 pub struct Conv {
     weight: Tensor,
@@ -216,8 +266,7 @@ pub struct Conv {
     same: Option<Vec<f32>>,
     bias: Option<Tensor>,
     kernel: usize,
-    stride: usize,
-    padding: usize,
+    geometry: Geometry,
 }
 
 pub fn conv2d(
@@ -231,13 +280,22 @@ pub fn conv2d(
 ) -> Result<Conv> {
     let weight = vb.get((c_out, c_in, kernel, kernel), "weight")?;
     let bias = if bias { Some(vb.get(c_out, "bias")?) } else { None };
-    Conv::new(weight, bias, stride, padding)
+    Conv::new(
+        weight,
+        bias,
+        Geometry {
+            padding,
+            stride,
+            dilation: 1,
+        },
+    )
 }
 
 impl Conv {
-    fn new(weight: Tensor, bias: Option<Tensor>, stride: usize, padding: usize) -> Result<Self> {
+    /// From a (C_out, C_in, k, k) weight and optional C_out biases.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, geometry: Geometry) -> Result<Self> {
         let kernel = weight.dim(3)?;
-        let same = if stride == 1 && 2 * padding + 1 == kernel {
+        let same = if geometry.stride == 1 && 2 * geometry.padding == geometry.dilation * (kernel - 1) {
             Some(weight.flatten_all()?.to_vec1::<f32>()?)
         } else {
             None
@@ -247,15 +305,14 @@ impl Conv {
             same,
             bias,
             kernel,
-            stride,
-            padding,
+            geometry,
         })
     }
 
     /// A stride-1 same-padding conv from a (C_out, C_in, k, k) weight computed elsewhere.
     pub fn from_weight(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let padding = weight.dim(3)? / 2;
-        Conv::new(weight, bias, 1, padding)
+        Conv::new(weight, bias, Geometry::padded(padding))
     }
 }
 
@@ -265,6 +322,7 @@ struct SameConv<'a> {
     weight: &'a [f32],
     c_out: usize,
     kernel: usize,
+    dilation: usize,
 }
 
 impl CustomOp1 for SameConv<'_> {
@@ -278,11 +336,11 @@ impl CustomOp1 for SameConv<'_> {
             (CpuStorage::F32(data), Some((start, end))) => &data[start..end],
             _ => candle_core::bail!("same-padding conv needs a contiguous f32 input"),
         };
-        let (k, c_out) = (self.kernel, self.c_out);
-        let pad = k / 2;
+        let (k, c_out, d) = (self.kernel, self.c_out, self.dilation);
+        let pad = d * (k / 2);
         let (hp, wp) = (h + 2 * pad, w + 2 * pad);
-        // Each channel padded, plus k - 1 trailing zeros so every tap's view stays inside.
-        let row = hp * wp + k - 1;
+        // Each channel padded, plus (k - 1) d trailing zeros so every tap's view stays inside.
+        let row = hp * wp + (k - 1) * d;
         let mut padded = vec![0f32; c_in * row];
         // The output on the padded width: column x >= w of each row is discarded.
         let mut full = vec![0f32; c_out * h * wp];
@@ -303,7 +361,7 @@ impl CustomOp1 for SameConv<'_> {
                 let (ky, kx) = (tap / k, tap % k);
                 // Safety: all pointers address the buffers above with the strides that
                 // describe them; m x n x depth = c_out x (h wp) x c_in stays in bounds
-                // (offset + h wp <= hp wp + k - 1 = row).
+                // (offset + h wp <= (ky wp + kx) d + h wp <= hp wp + (k - 1) d = row).
                 unsafe {
                     gemm::gemm(
                         c_out,
@@ -316,7 +374,7 @@ impl CustomOp1 for SameConv<'_> {
                         self.weight.as_ptr().add(tap),
                         (k * k) as isize,
                         (c_in * k * k) as isize,
-                        padded.as_ptr().add(ky * wp + kx),
+                        padded.as_ptr().add((ky * wp + kx) * d),
                         1,
                         row as isize,
                         1.0,
@@ -348,8 +406,15 @@ impl Module for Conv {
                 weight,
                 c_out: self.weight.dim(0)?,
                 kernel: self.kernel,
+                dilation: self.geometry.dilation,
             })?,
-            _ => x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?,
+            _ => {
+                let (_, _, h, w) = x.dims4()?;
+                let g = self.geometry;
+                g.output_len(h, self.kernel)?;
+                g.output_len(w, self.kernel)?;
+                x.conv2d(&self.weight, g.padding, g.stride, g.dilation, 1)?
+            }
         };
         match &self.bias {
             Some(bias) => y.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?),
@@ -504,7 +569,7 @@ mod tests {
             (0..98).map(|i| i as f32 / 98.0).collect(),
             vec![0.0, 1.0],
             7,
-            3,
+            Geometry::padded(3),
             &Device::Cpu,
         )
         .unwrap();
@@ -525,7 +590,7 @@ mod tests {
             (0..36).map(|i| i as f32 / 36.0).collect(),
             vec![0.1, 0.2, 0.3, 0.4],
             3,
-            1,
+            Geometry::padded(1),
             &Device::Cpu,
         )
         .unwrap();
@@ -551,5 +616,64 @@ mod tests {
             .reshape((3, 4, 9, 7))
             .unwrap();
         assert!(max_diff(&on_tokens, &grouped) < 1e-5, "depthwise on tokens");
+    }
+
+    /// Strided and dilated depthwise convolutions (timm's MobileNet/EfficientNet blocks at
+    /// output stride 8) against candle's grouped convolution, including maps smaller than
+    /// the dilated kernel's reach.
+    #[test]
+    fn strided_dilated_depthwise_equals_grouped_conv() {
+        for (h, w) in [(9, 7), (2, 3), (16, 16)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
+            for (kernel, stride, dilation) in [(3, 2, 1), (5, 2, 1), (3, 1, 2), (5, 1, 4), (3, 2, 2)] {
+                let geometry = Geometry {
+                    padding: ((stride - 1) + dilation * (kernel - 1)) / 2,
+                    stride,
+                    dilation,
+                };
+                let conv = DepthwiseConv2d::new(
+                    (0..3 * kernel * kernel)
+                        .map(|i| (i as f32 * 0.37).sin())
+                        .collect(),
+                    vec![0.1, -0.2, 0.3],
+                    kernel,
+                    geometry,
+                    &Device::Cpu,
+                )
+                .unwrap();
+                let ours = conv.forward(&x).unwrap();
+                let reference = conv.forward_portable(&x).unwrap();
+                assert_eq!(
+                    ours.dims(),
+                    reference.dims(),
+                    "{h}x{w} k{kernel} s{stride} d{dilation}"
+                );
+                assert!(
+                    max_diff(&ours, &reference) < 1e-5,
+                    "{h}x{w} k{kernel} s{stride} d{dilation}"
+                );
+            }
+        }
+    }
+
+    /// The gemm same-padding path with dilation (ASPP's 3x3 at rates 12-36, larger than
+    /// the map) against candle's conv2d.
+    #[test]
+    fn dilated_same_conv_equals_candle_conv() {
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 8, 6), &Device::Cpu).unwrap();
+        let weight = Tensor::randn(0f32, 1.0, (4, 5, 3, 3), &Device::Cpu).unwrap();
+        for dilation in [1, 2, 12] {
+            let geometry = Geometry {
+                padding: dilation,
+                stride: 1,
+                dilation,
+            };
+            let conv = Conv::new(weight.clone(), None, geometry).unwrap();
+            let reference = x.conv2d(&weight, dilation, 1, dilation, 1).unwrap();
+            assert!(
+                max_diff(&conv.forward(&x).unwrap(), &reference) < 1e-4,
+                "dilation {dilation}"
+            );
+        }
     }
 }

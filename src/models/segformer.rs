@@ -18,6 +18,26 @@ use super::ops::{conv2d, resize_bilinear, BatchNorm2d, Conv, DepthwiseConv2d};
 /// nn.LayerNorm's default: transformers builds every SegFormer norm without an eps.
 const LAYER_NORM_EPS: f64 = 1e-5;
 
+/// Whose module tree the MiT encoder's tensor names follow. The experiment's MiT
+/// (`exp/models/backbones/mit.py`, from segmentation_models.pytorch) fuses keys and values
+/// into one `kv` linear and builds its block and stage norms with eps 1e-6 (its patch
+/// embedding and reduction norms keep PyTorch's 1e-5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncoderNames {
+    Transformers,
+    Experiment,
+}
+
+impl EncoderNames {
+    /// The eps of the block norms and the per-stage output norms.
+    fn block_eps(self) -> f64 {
+        match self {
+            EncoderNames::Transformers => LAYER_NORM_EPS,
+            EncoderNames::Experiment => 1e-6,
+        }
+    }
+}
+
 /// The fields of a SegFormer `config.json` the forward pass needs. transformers writes
 /// only the values that differ from its defaults, so every default here is transformers'
 /// (those of nvidia/mit-b0).
@@ -145,10 +165,17 @@ struct OverlapPatchEmbeddings {
 }
 
 impl OverlapPatchEmbeddings {
-    fn load(vb: VarBuilder, patch: usize, stride: usize, c_in: usize, hidden: usize) -> Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        patch: usize,
+        stride: usize,
+        c_in: usize,
+        hidden: usize,
+        norm: &str,
+    ) -> Result<Self> {
         Ok(OverlapPatchEmbeddings {
             proj: conv2d(vb.pp("proj"), c_in, hidden, patch, stride, patch / 2, true)?,
-            layer_norm: layer_norm(hidden, LAYER_NORM_EPS, vb.pp("layer_norm"))?,
+            layer_norm: layer_norm(hidden, LAYER_NORM_EPS, vb.pp(norm))?,
         })
     }
 
@@ -172,23 +199,47 @@ struct EfficientSelfAttention {
 }
 
 impl EfficientSelfAttention {
-    fn load(vb: VarBuilder, hidden: usize, heads: usize, sr: usize) -> Result<Self> {
-        let me = vb.pp("self");
+    fn load(vb: VarBuilder, hidden: usize, heads: usize, sr: usize, names: EncoderNames) -> Result<Self> {
+        let (me, sr_norm, query, output) = match names {
+            EncoderNames::Transformers => (vb.pp("self"), "layer_norm", "query", vb.pp("output").pp("dense")),
+            EncoderNames::Experiment => (vb.clone(), "norm", "q", vb.pp("proj")),
+        };
         let reduction = if sr > 1 {
             Some((
                 conv2d(me.pp("sr"), hidden, hidden, sr, sr, 0, true)?,
-                layer_norm(hidden, LAYER_NORM_EPS, me.pp("layer_norm"))?,
+                layer_norm(hidden, LAYER_NORM_EPS, me.pp(sr_norm))?,
             ))
         } else {
             None
         };
+        let (key, value) = match names {
+            EncoderNames::Transformers => (
+                linear(hidden, hidden, me.pp("key"))?,
+                linear(hidden, hidden, me.pp("value"))?,
+            ),
+            EncoderNames::Experiment => {
+                // One (2 C, C) linear: its first C outputs are the keys, the rest the values.
+                let kv = me.pp("kv");
+                let (weight, bias) = (
+                    kv.get((2 * hidden, hidden), "weight")?,
+                    kv.get(2 * hidden, "bias")?,
+                );
+                let half = |i: usize| -> Result<Linear> {
+                    Ok(Linear::new(
+                        weight.narrow(0, i * hidden, hidden)?.contiguous()?,
+                        Some(bias.narrow(0, i * hidden, hidden)?.contiguous()?),
+                    ))
+                };
+                (half(0)?, half(1)?)
+            }
+        };
         Ok(EfficientSelfAttention {
-            query: linear(hidden, hidden, me.pp("query"))?,
-            key: linear(hidden, hidden, me.pp("key"))?,
-            value: linear(hidden, hidden, me.pp("value"))?,
+            query: linear(hidden, hidden, me.pp(query))?,
+            key,
+            value,
             reduction,
             heads,
-            output: linear(hidden, hidden, vb.pp("output").pp("dense"))?,
+            output: linear(hidden, hidden, output)?,
         })
     }
 
@@ -234,12 +285,16 @@ struct MixFfn {
 }
 
 impl MixFfn {
-    fn load(vb: VarBuilder, hidden: usize, mlp_ratio: usize) -> Result<Self> {
+    fn load(vb: VarBuilder, hidden: usize, mlp_ratio: usize, names: EncoderNames) -> Result<Self> {
         let inner = hidden * mlp_ratio;
+        let (fc1, fc2) = match names {
+            EncoderNames::Transformers => ("dense1", "dense2"),
+            EncoderNames::Experiment => ("fc1", "fc2"),
+        };
         Ok(MixFfn {
-            dense1: linear(hidden, inner, vb.pp("dense1"))?,
+            dense1: linear(hidden, inner, vb.pp(fc1))?,
             dwconv: DepthwiseConv2d::load(vb.pp("dwconv").pp("dwconv"), inner, 3, 1)?,
-            dense2: linear(inner, hidden, vb.pp("dense2"))?,
+            dense2: linear(inner, hidden, vb.pp(fc2))?,
         })
     }
 
@@ -270,12 +325,15 @@ struct Stage {
 }
 
 /// The MiT encoder: four stages, each returning a (B, C, H, W) map.
-struct Encoder {
+pub struct Encoder {
     stages: Vec<Stage>,
 }
 
 impl Encoder {
-    fn load(vb: VarBuilder, cfg: &SegformerConfig) -> Result<Self> {
+    /// The encoder under `vb` (transformers: `segformer.encoder`; the experiment: its
+    /// `MixVisionTransformerEncoder`), sized by `cfg`'s encoder fields.
+    pub fn load(vb: VarBuilder, cfg: &SegformerConfig, names: EncoderNames) -> Result<Self> {
+        let eps = names.block_eps();
         let mut stages = Vec::with_capacity(cfg.num_encoder_blocks);
         for i in 0..cfg.num_encoder_blocks {
             let c_in = if i == 0 {
@@ -284,38 +342,61 @@ impl Encoder {
                 cfg.hidden_sizes[i - 1]
             };
             let hidden = cfg.hidden_sizes[i];
+            let (block, norm_1, attention, norm_2, embeddings, embedding_norm, stage_norm) = match names {
+                EncoderNames::Transformers => (
+                    vb.pp("block").pp(i),
+                    "layer_norm_1",
+                    "attention",
+                    "layer_norm_2",
+                    vb.pp("patch_embeddings").pp(i),
+                    "layer_norm",
+                    vb.pp("layer_norm").pp(i),
+                ),
+                EncoderNames::Experiment => (
+                    vb.pp(format!("block{}", i + 1)),
+                    "norm1",
+                    "attn",
+                    "norm2",
+                    vb.pp(format!("patch_embed{}", i + 1)),
+                    "norm",
+                    vb.pp(format!("norm{}", i + 1)),
+                ),
+            };
             let layers = (0..cfg.depths[i])
                 .map(|j| {
-                    let vb = vb.pp("block").pp(i).pp(j);
+                    let vb = block.pp(j);
                     Ok(Layer {
-                        layer_norm_1: layer_norm(hidden, LAYER_NORM_EPS, vb.pp("layer_norm_1"))?,
+                        layer_norm_1: layer_norm(hidden, eps, vb.pp(norm_1))?,
                         attention: EfficientSelfAttention::load(
-                            vb.pp("attention"),
+                            vb.pp(attention),
                             hidden,
                             cfg.num_attention_heads[i],
                             cfg.sr_ratios[i],
+                            names,
                         )?,
-                        layer_norm_2: layer_norm(hidden, LAYER_NORM_EPS, vb.pp("layer_norm_2"))?,
-                        mlp: MixFfn::load(vb.pp("mlp"), hidden, cfg.mlp_ratios[i])?,
+                        layer_norm_2: layer_norm(hidden, eps, vb.pp(norm_2))?,
+                        mlp: MixFfn::load(vb.pp("mlp"), hidden, cfg.mlp_ratios[i], names)?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
             stages.push(Stage {
                 embeddings: OverlapPatchEmbeddings::load(
-                    vb.pp("patch_embeddings").pp(i),
+                    embeddings,
                     cfg.patch_sizes[i],
                     cfg.strides[i],
                     c_in,
                     hidden,
+                    embedding_norm,
                 )?,
                 layers,
-                norm: layer_norm(hidden, LAYER_NORM_EPS, vb.pp("layer_norm").pp(i))?,
+                norm: layer_norm(hidden, eps, stage_norm)?,
             });
         }
         Ok(Encoder { stages })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+    /// The four stage maps, shallowest first.
+    pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let mut maps = Vec::with_capacity(self.stages.len());
         let mut x = x.clone();
         for stage in &self.stages {
@@ -401,7 +482,7 @@ pub struct Segformer {
 impl Segformer {
     pub fn load(vb: VarBuilder, cfg: &SegformerConfig) -> Result<Self> {
         Ok(Segformer {
-            encoder: Encoder::load(vb.pp("segformer").pp("encoder"), cfg)?,
+            encoder: Encoder::load(vb.pp("segformer").pp("encoder"), cfg, EncoderNames::Transformers)?,
             decode_head: DecodeHead::load(vb.pp("decode_head"), cfg)?,
         })
     }

@@ -162,3 +162,175 @@ fn logits_equal_the_experiment_for_every_method_and_backbone() {
     }
     assert!(failures.is_empty(), "logits differ: {failures:?}");
 }
+
+/// The auxiliary branch loads and computes `Segmentor.forward(x)[1]`.
+#[test]
+fn aux_branch_equals_the_experiment() {
+    use rankseg::models::zoo::{Segmentor, SegmentorConfig};
+    for name in ["deeplabv3plus_resnet34d", "unet_resnet50d"] {
+        let case = zoo(name);
+        let (cfg, _) = SegmentorConfig::from_yamls(
+            case.join("model.yaml").to_str().unwrap(),
+            case.join("data.yaml").to_str().unwrap(),
+        )
+        .unwrap();
+        let tensors = formula_state_dict(&case.join("keys.json"), 1.0);
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let model = Segmentor::load(vb, &cfg).unwrap();
+        let (input, shape) = read_f32(&case.join("input.npy"));
+        let x = Tensor::from_vec(input, shape.as_slice(), &Device::Cpu).unwrap();
+        let ours = model.forward_aux(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (theirs, _) = read_f32(&case.join("aux.npy"));
+        let diff = relative_diff(&ours, &theirs);
+        assert!(diff < 1e-4, "{name} aux: {diff:.2e}");
+    }
+}
+
+/// main.py's `checkpointNNN.pth` (epoch, state_dict with `module.` prefixes, AdamW and
+/// LambdaLR states inside) and a bare state-dict `.pth`, both written by torch.save with
+/// the tensors as views into shared storages.
+#[test]
+fn torch_checkpoints_load() {
+    let case = zoo("pth");
+    let (theirs, expected_shape) = read_f32(&case.join("logits.npy"));
+    for file in ["checkpoint003.pth", "state_dict.pth"] {
+        let (ours, shape) = logits(&case, &case.join(file));
+        assert_eq!(shape, expected_shape, "{file}");
+        let diff = relative_diff(&ours, &theirs);
+        // Weights drawn without regard to fan-in: rounding differences grow more here.
+        assert!(diff < 2e-4, "{file}: {diff:.2e}");
+    }
+}
+
+/// The `logits` command on a bad checkpoint: exit code 1 and a message naming the file
+/// and the key, never a panic or a backtrace.
+fn logits_error(checkpoint: &Path) -> String {
+    let case = zoo("pth");
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::cargo_bin("rankseg")
+        .unwrap()
+        .env("RUST_BACKTRACE", "1")
+        .args(["logits", "--model_yaml"])
+        .arg(case.join("model.yaml"))
+        .arg("--data_yaml")
+        .arg(case.join("data.yaml"))
+        .arg("--model_checkpoint")
+        .arg(checkpoint)
+        .arg("--input")
+        .arg(case.join("input.npy"))
+        .arg("--out")
+        .arg(out.path().join("out.npy"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains(" 0: "), "{stderr}");
+    assert!(!out.path().join("out.npy").exists());
+    assert!(stderr.lines().count() <= 2, "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_checkpoints_are_named_errors() {
+    let case = zoo("pth");
+    let facts = json(&case.join("case.json"));
+    let wrong_shape = logits_error(&case.join("wrong_shape.pth"));
+    let key = facts["wrong_shape_key"].as_str().unwrap();
+    assert!(wrong_shape.contains(key) && wrong_shape.contains("wrong_shape.pth"), "{wrong_shape}");
+    assert!(wrong_shape.contains("[4, 16, 1, 1]") && wrong_shape.contains("model.yaml"), "{wrong_shape}");
+    let missing = logits_error(&case.join("missing_key.pth"));
+    assert!(missing.contains(facts["missing_key"].as_str().unwrap()), "{missing}");
+    let unexpected = logits_error(&case.join("unexpected_key.pth"));
+    assert!(unexpected.contains("unexpected key method.extra.weight"), "{unexpected}");
+    let truncated = logits_error(&case.join("truncated.pth"));
+    assert!(truncated.contains("truncated.pth"), "{truncated}");
+    let absent = logits_error(&case.join("no_such_checkpoint.pth"));
+    assert!(absent.contains("does not exist"), "{absent}");
+}
+
+/// A model yaml whose backbone or method this harness does not build says so by name.
+#[test]
+fn unsupported_architectures_are_named() {
+    let case = zoo("pth");
+    let dir = tempfile::tempdir().unwrap();
+    for (backbone, method, want) in [
+        ("xception65", "deeplabv3", "xception65"),
+        ("mobilevitv2_100", "deeplabv3plus", "mobilevitv2_100"),
+        ("swin_large_patch4_window12_384.ms_in22k", "cpt", "cpt"),
+        ("resnet50d", "fcn", "unknown method \"fcn\""),
+        ("resnet77d", "deeplabv3", "unknown backbone \"resnet77d\""),
+    ] {
+        let yaml = dir.path().join("model.yaml");
+        std::fs::write(
+            &yaml,
+            format!(
+                "backbone: \"{backbone}\"\nmethod: \"{method}\"\noutput_stride: 8\nout_channels: 16\naux_out_channels: 8\nshortcut_channels: 4\ndropout: 0.1\natrous_rates: [12, 24, 36]\nalign_corners: False\naux: True\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::cargo_bin("rankseg")
+            .unwrap()
+            .args(["logits", "--model_yaml"])
+            .arg(&yaml)
+            .arg("--data_yaml")
+            .arg(case.join("data.yaml"))
+            .arg("--model_checkpoint")
+            .arg(case.join("state_dict.pth"))
+            .arg("--input")
+            .arg(case.join("input.npy"))
+            .arg("--out")
+            .arg(dir.path().join("out.npy"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{backbone}: {stderr}");
+        assert!(stderr.contains(want), "{backbone}: {stderr}");
+    }
+}
+
+/// `exp --test-only` with a UNet checkpoint on the tiny LiTS layout: the experiment's
+/// `test_medical` metrics per predictor; without --model_checkpoint the latest checkpoint
+/// in --output_dir is taken (a broken older one beside it proves which).
+#[test]
+fn exp_evaluates_a_unet_checkpoint_like_test_medical() {
+    let case = zoo("lits_unet");
+    let facts = json(&case.join("case.json"));
+    let expected = json(&case.join("expected.json"));
+    let data_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(facts["data_dir"].as_str().unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let gain = facts["gain"].as_f64().unwrap();
+    let tensors = formula_state_dict(&case.join("keys.json"), gain);
+    candle_core::safetensors::save(&tensors, out.path().join("checkpoint150.safetensors")).unwrap();
+    std::fs::write(out.path().join("checkpoint149.pth"), b"not a checkpoint").unwrap();
+    for predict in ["argmax", "rankseg_rma"] {
+        let output = Command::cargo_bin("rankseg")
+            .unwrap()
+            .args(["exp", "--test-only", "--data_dir"])
+            .arg(&data_dir)
+            .arg("--output_dir")
+            .arg(out.path())
+            .arg("--model_yaml")
+            .arg(case.join("model.yaml"))
+            .arg("--data_yaml")
+            .arg(case.join("lits_unet.yaml"))
+            .args(["--test_yaml", "test_iou", "--predict_yaml", predict])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let got = json(&out.path().join(format!("{predict}.metrics.json")));
+        let want = &expected["predictors"][predict]["metrics"];
+        let (got, want) = (got.as_object().unwrap(), want.as_object().unwrap());
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{predict}");
+        for (key, w) in want {
+            let g = got[key].as_f64().unwrap();
+            // argmax is exact; RMA cut points can move by a pixel with logits equal to ~1e-6.
+            let tolerance = if predict == "argmax" { 1e-9 } else { 0.05 };
+            assert!((g - w.as_f64().unwrap()).abs() <= tolerance, "{predict} {key}: {g} vs {w}");
+        }
+    }
+    let run = json(&out.path().join("run.json"));
+    assert!(
+        run.to_string().contains("checkpoint150.safetensors"),
+        "run.json names the checkpoint used"
+    );
+}

@@ -39,16 +39,11 @@ models.json (all timings, commands, errors). The first line of models.md and a l
 
 from __future__ import annotations
 
-import argparse
-import csv
 import datetime as dt
-import io
-import json
 import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,7 +52,9 @@ sys.dont_write_bytecode = True  # keep scripts/ free of __pycache__
 
 import numpy as np
 
-from benchutil import available_cpus, cpu_model, write_bytes_atomic, write_text_atomic
+from benchutil import (MODEL_COLUMN, TIMING_COLUMNS, available_cpus, bench_parser, compare_rust, cpu_model,
+                       fmt, model_names, replace_dir, run_rust_logits, save_npy_atomic, time_fn,
+                       write_results)
 import torch
 
 import transformers
@@ -108,12 +105,6 @@ def build(name: str):
 # atomic writes
 # ---------------------------------------------------------------------------------------
 
-def save_npy_atomic(path: str, arr: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    write_bytes_atomic(path, buf.getvalue())
-
-
 def save_checkpoint_atomic(model, final_dir: str) -> None:
     parent = os.path.dirname(os.path.abspath(final_dir))
     os.makedirs(parent, exist_ok=True)
@@ -121,13 +112,7 @@ def save_checkpoint_atomic(model, final_dir: str) -> None:
     try:
         model.save_pretrained(tmp, safe_serialization=True, max_shard_size="100GB")
         os.chmod(tmp, 0o755)
-        old = None
-        if os.path.exists(final_dir):
-            old = f"{final_dir}.old-{os.getpid()}"
-            os.rename(final_dir, old)
-        os.rename(tmp, final_dir)
-        if old:
-            shutil.rmtree(old)
+        replace_dir(tmp, final_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -145,119 +130,19 @@ def machine_line(threads: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# timing
-# ---------------------------------------------------------------------------------------
-
-def time_torch(model, x, repeats):
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        ref = model(pixel_values=x).logits
-        warm = time.perf_counter() - t0
-        secs = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(pixel_values=x).logits
-            secs.append(time.perf_counter() - t0)
-    return ref.numpy(), warm, secs
-
-
-def parse_seconds(timing_path, stdout):
-    """{"seconds": [...]} from the timing file, else from the last matching stdout line."""
-    if timing_path and os.path.exists(timing_path):
-        with open(timing_path) as f:
-            data = json.load(f)
-        return [float(s) for s in data["seconds"]], "timing-json"
-    for line in reversed((stdout or "").splitlines()):
-        line = line.strip()
-        if line.startswith("{") and '"seconds"' in line:
-            return [float(s) for s in json.loads(line)["seconds"]], "stdout"
-    raise ValueError("no {\"seconds\": [...]} in --timing-json file or stdout")
-
-
-def run_rust(rust_bin, model_dir, input_path, repeats, work, name, timeout):
-    out_npy = os.path.join(work, f"{name}.logits.npy")
-    timing = os.path.join(work, f"{name}.timing.json")
-    for p in (out_npy, timing):
-        if os.path.exists(p):
-            os.unlink(p)
-    cmd = [rust_bin, "logits", "--model", model_dir, "--input", input_path, "--out", out_npy,
-           "--repeats", str(repeats), "--timing-json", timing]
-    res = {"command": cmd}
-    try:
-        t0 = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        res["wall_s"] = time.perf_counter() - t0
-    except subprocess.TimeoutExpired:
-        res["error"] = f"timed out after {timeout} s"
-        return res, None
-    except OSError as e:
-        res["error"] = f"could not run: {e}"
-        return res, None
-    res["returncode"] = p.returncode
-    res["stdout_tail"] = p.stdout[-2000:]
-    res["stderr_tail"] = p.stderr[-2000:]
-    if p.returncode != 0:
-        res["error"] = f"exit status {p.returncode}: {p.stderr.strip()[-500:] or p.stdout.strip()[-500:]}"
-        return res, None
-    try:
-        res["seconds"], res["seconds_from"] = parse_seconds(timing, p.stdout)
-    except Exception as e:  # keep going: the logits may still be comparable
-        res["error"] = f"timing: {e}"
-    logits = None
-    try:
-        logits = np.load(out_npy, allow_pickle=False)
-    except Exception as e:
-        res["error"] = (res.get("error", "") + "; " if res.get("error") else "") + f"logits: {e}"
-    finally:
-        if os.path.exists(out_npy):
-            os.unlink(out_npy)  # (1,150,512,512) float32 is 157 MB
-    return res, logits
-
-
-# ---------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------
 
-def fmt(v, spec):
-    return "" if v is None else format(v, spec)
-
-
-def write_tables(out_dir, machine, rows, meta):
-    cols = ["model", "torch_s", "candle_s", "ratio", "max_abs_diff", "torch_max_abs_logit", "status"]
-    md = [f"Machine: {machine}", "",
-          f"Input (1, 3, {meta['size']}, {meta['size']}) float32; median of {meta['repeats']} torch "
-          f"forwards after one warm-up (torch.inference_mode); candle_s = median of the Rust "
-          f"binary's reported seconds ({meta['rust_repeats']} repeats); ratio = candle_s / torch_s "
-          f"(> 1: Rust slower); max_abs_diff = max |Rust logits - torch logits|.", "",
-          "| model | torch_s | candle_s | ratio | max_abs_diff | torch max abs logit | status |",
-          "|---|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        md.append(f"| {r['model']} | {fmt(r['torch_s'], '.4f')} | {fmt(r['candle_s'], '.4f')} | "
-                  f"{fmt(r['ratio'], '.3f')} | {fmt(r['max_abs_diff'], '.3e')} | "
-                  f"{fmt(r['torch_max_abs_logit'], '.3f')} | {r['status']} |")
-    write_text_atomic(os.path.join(out_dir, "models.md"), "\n".join(md) + "\n")
-
-    buf = io.StringIO()
-    buf.write(f"# {machine}\n")
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for r in rows:
-        w.writerow([r["model"], fmt(r["torch_s"], ".6f"), fmt(r["candle_s"], ".6f"),
-                    fmt(r["ratio"], ".4f"), fmt(r["max_abs_diff"], ".6e"),
-                    fmt(r["torch_max_abs_logit"], ".6f"), r["status"]])
-    write_text_atomic(os.path.join(out_dir, "models.csv"), buf.getvalue())
+def write_report(out_dir, machine, meta, rows, details):
+    intro = (f"Input (1, 3, {meta['size']}, {meta['size']}) float32; median of {meta['repeats']} torch "
+             f"forwards after one warm-up (torch.inference_mode); candle_s = median of the Rust "
+             f"binary's reported seconds ({meta['rust_repeats']} repeats); ratio = candle_s / torch_s "
+             f"(> 1: Rust slower); max_abs_diff = max |Rust logits - torch logits|.")
+    write_results(out_dir, "models", machine, intro, [MODEL_COLUMN] + TIMING_COLUMNS, rows, meta, details)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=os.path.join("results", "bench", "models"),
-                    help="directory for models.md / models.csv / models.json")
-    ap.add_argument("--repeats", type=int, default=5, help="timed torch forwards (after one warm-up)")
-    ap.add_argument("--rust-repeats", type=int, default=None,
-                    help="--repeats passed to the Rust binary (default: --repeats)")
-    ap.add_argument("--threads", type=int, default=available_cpus(),
-                    help="torch.set_num_threads (default: CPUs available to this process)")
+    ap = bench_parser(__doc__, "models", "torch.set_num_threads (default: CPUs available to this process)")
     ap.add_argument("--size", type=int, default=512, help="input height = width (default 512)")
     ap.add_argument("--models", default=",".join(MODELS),
                     help=f"comma-separated subset of {', '.join(MODELS)}")
@@ -270,10 +155,7 @@ def main():
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
     rust_repeats = args.rust_repeats if args.rust_repeats is not None else args.repeats
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    for n in names:
-        if n not in MODELS:
-            raise SystemExit(f"unknown model {n!r}; known: {', '.join(MODELS)}")
+    names = model_names(args.models, MODELS)
 
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
@@ -310,7 +192,8 @@ def main():
                 model_dir = os.path.join(ckpt_dir, name)
                 save_checkpoint_atomic(model, model_dir)
                 print(f"   checkpoint -> {model_dir}")
-            ref, warm, secs = time_torch(model, x, args.repeats)
+            ref, warm, secs = time_fn(lambda t: model(pixel_values=t).logits, x, args.repeats)
+            ref = ref.numpy()
             torch_s = statistics.median(secs)
             print(f"   torch: warm-up {warm:.3f} s, median {torch_s:.4f} s of {args.repeats} "
                   f"({', '.join(f'{s:.3f}' for s in secs)}); logits {tuple(ref.shape)}, "
@@ -322,23 +205,10 @@ def main():
             det = {"model": name, "params": n_params, "torch_warmup_s": warm, "torch_seconds": secs,
                    "logits_shape": list(ref.shape)}
             if args.rust_bin:
-                res, logits = run_rust(rust_bin, model_dir, input_path, rust_repeats, work, name,
-                                       args.rust_timeout)
+                res, logits = run_rust_logits(rust_bin, ["--model", model_dir], input_path, rust_repeats,
+                                              work, name, args.rust_timeout)
                 det["rust"] = res
-                status = []
-                if res.get("seconds"):
-                    row["candle_s"] = statistics.median(res["seconds"])
-                    row["ratio"] = row["candle_s"] / torch_s
-                if logits is not None:
-                    if tuple(logits.shape) != tuple(ref.shape):
-                        status.append(f"shape {tuple(logits.shape)} != {tuple(ref.shape)}")
-                    else:
-                        diff = np.abs(logits.astype(np.float64) - ref.astype(np.float64))
-                        row["max_abs_diff"] = float(np.nanmax(diff)) if not np.isnan(diff).all() else float("nan")
-                        if np.isnan(logits).any():
-                            status.append("NaN in Rust logits")
-                if res.get("error"):
-                    status.append("FAILED: " + res["error"].replace("|", "/").replace("\n", " ")[:300])
+                status = compare_rust(row, res, logits, ref)
                 row["status"] = "; ".join(status) or "ok"
                 print(f"   rust: candle_s {fmt(row['candle_s'], '.4f') or '-'}, ratio "
                       f"{fmt(row['ratio'], '.3f') or '-'}, max_abs_diff "
@@ -353,15 +223,11 @@ def main():
         if tmp_ckpt:
             shutil.rmtree(tmp_ckpt, ignore_errors=True)
 
-    os.makedirs(args.out, exist_ok=True)
     meta = {"machine": machine, "size": args.size, "repeats": args.repeats,
             "rust_repeats": rust_repeats if args.rust_bin else None,
             "threads": torch.get_num_threads(), "input_seed": INPUT_SEED,
             "checkpoints": args.save_checkpoints, "rust_bin": args.rust_bin}
-    write_tables(args.out, machine, rows, meta)
-    write_text_atomic(os.path.join(args.out, "models.json"),
-                      json.dumps({"meta": meta, "rows": rows, "details": details}, indent=1) + "\n")
-    print(f"wrote {os.path.join(args.out, 'models.md')}, models.csv, models.json")
+    write_report(args.out, machine, meta, rows, details)
 
 
 if __name__ == "__main__":

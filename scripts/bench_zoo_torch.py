@@ -48,12 +48,8 @@ CPU capability). The first line of zoo.md and a leading '#' line of zoo.csv name
 
 from __future__ import annotations
 
-import argparse
-import csv
 import datetime as dt
 import hashlib
-import io
-import json
 import os
 import platform
 import shutil
@@ -68,7 +64,9 @@ sys.dont_write_bytecode = True  # keep scripts/ and the (read-only) experiment c
 import numpy as np
 import yaml
 
-from benchutil import available_cpus, cpu_model, write_bytes_atomic, write_text_atomic
+from benchutil import (MODEL_COLUMN, TIMING_COLUMNS, atomic_path, available_cpus, bench_parser, compare_rust,
+                       cpu_model, fmt, model_names, run_rust_logits, save_npy_atomic, time_fn,
+                       write_results, write_text_atomic)
 import torch
 
 import timm
@@ -76,7 +74,8 @@ import timm
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from make_zoo_fixtures import DEFAULT_RMA, Exp, formula_state_dict, set_yaml_keys  # noqa: E402
+from fixtureutil import DEFAULT_RMA  # noqa: E402
+from make_zoo_fixtures import Exp, formula_state_dict, set_yaml_keys  # noqa: E402
 
 MODELS = {
     "deeplabv3plus_resnet50d": dict(data="lits_fold0", shape=(1, 1, 384, 384)),
@@ -129,25 +128,9 @@ def main_only(model, x):
 # atomic writes
 # ---------------------------------------------------------------------------------------
 
-def save_npy_atomic(path: str, arr: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    write_bytes_atomic(path, buf.getvalue())
-
-
 def save_state_dict_atomic(model, path: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,114 +191,23 @@ def rust_bin_info(rust_bin):
 
 
 # ---------------------------------------------------------------------------------------
-# timing
-# ---------------------------------------------------------------------------------------
-
-def time_fn(fn, x, repeats):
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        ref = fn(x)
-        warm = time.perf_counter() - t0
-        secs = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(x)
-            secs.append(time.perf_counter() - t0)
-    return ref, warm, secs
-
-
-def parse_seconds(timing_path, stdout):
-    """{"seconds": [...]} from the timing file, else from the last matching stdout line."""
-    if timing_path and os.path.exists(timing_path):
-        with open(timing_path) as f:
-            data = json.load(f)
-        return [float(s) for s in data["seconds"]], "timing-json"
-    for line in reversed((stdout or "").splitlines()):
-        line = line.strip()
-        if line.startswith("{") and '"seconds"' in line:
-            return [float(s) for s in json.loads(line)["seconds"]], "stdout"
-    raise ValueError("no {\"seconds\": [...]} in --timing-json file or stdout")
-
-
-def run_rust(rust_bin, model_yaml, data_yaml, checkpoint, input_path, repeats, work, name, timeout, env):
-    out_npy = os.path.join(work, f"{name}.logits.npy")
-    timing = os.path.join(work, f"{name}.timing.json")
-    for p in (out_npy, timing):
-        if os.path.exists(p):
-            os.unlink(p)
-    cmd = [rust_bin, "logits", "--model_yaml", model_yaml, "--data_yaml", data_yaml,
-           "--model_checkpoint", checkpoint, "--input", input_path, "--out", out_npy,
-           "--repeats", str(repeats), "--timing-json", timing]
-    res = {"command": cmd, "cwd": ROOT}
-    try:
-        t0 = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
-        res["wall_s"] = time.perf_counter() - t0
-    except subprocess.TimeoutExpired:
-        res["error"] = f"timed out after {timeout} s"
-        return res, None
-    except OSError as e:
-        res["error"] = f"could not run: {e}"
-        return res, None
-    res["returncode"] = p.returncode
-    res["stdout_tail"] = p.stdout[-2000:]
-    res["stderr_tail"] = p.stderr[-2000:]
-    if p.returncode != 0:
-        res["error"] = f"exit status {p.returncode}: {p.stderr.strip()[-500:] or p.stdout.strip()[-500:]}"
-        return res, None
-    try:
-        res["seconds"], res["seconds_from"] = parse_seconds(timing, p.stdout)
-    except Exception as e:  # keep going: the logits may still be comparable
-        res["error"] = f"timing: {e}"
-    logits = None
-    try:
-        logits = np.load(out_npy, allow_pickle=False)
-    except Exception as e:
-        res["error"] = (res.get("error", "") + "; " if res.get("error") else "") + f"logits: {e}"
-    finally:
-        if os.path.exists(out_npy):
-            os.unlink(out_npy)  # (1,150,512,512) float32 is 157 MB
-    return res, logits
-
-
-# ---------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------
 
-def fmt(v, spec):
-    return "" if v is None else format(v, spec)
+COLUMNS = [MODEL_COLUMN, ("input_shape", "input", None, "input_shape", None), TIMING_COLUMNS[0],
+           ("torch_noaux_s", "torch_noaux_s", ".4f", None, None),  # zoo.md only
+           *TIMING_COLUMNS[1:]]
 
 
-def write_tables(out_dir, machine, rows, meta):
-    cols = ["model", "input_shape", "torch_s", "candle_s", "ratio", "max_abs_diff",
-            "torch_max_abs_logit", "status"]
-    md = [f"Machine: {machine}", "",
-          f"The experiment's Segmentor with seeded formula weights (scripts/make_zoo_fixtures.py), "
-          f"float32, batch 1, seeded standard normal input. torch_s = median of {meta['repeats']} "
-          f"`model(x)[0]` forwards after one warm-up (torch.inference_mode, {meta['threads']} "
-          f"threads; includes the auxiliary head, as the experiment's predict does); torch_noaux_s = "
-          f"the same for `head(method(*backbone(x)))`; candle_s = median of the Rust binary's "
-          f"reported seconds ({meta['rust_repeats'] or 'no'} repeats, main logits only); ratio = candle_s / "
-          f"torch_s (> 1: Rust slower); max_abs_diff = max |Rust logits - torch logits|.", "",
-          "| model | input | torch_s | torch_noaux_s | candle_s | ratio | max_abs_diff | "
-          "torch max abs logit | status |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        md.append(f"| {r['model']} | {r['input_shape']} | {fmt(r['torch_s'], '.4f')} | "
-                  f"{fmt(r.get('torch_noaux_s'), '.4f')} | {fmt(r['candle_s'], '.4f')} | "
-                  f"{fmt(r['ratio'], '.3f')} | {fmt(r['max_abs_diff'], '.3e')} | "
-                  f"{fmt(r['torch_max_abs_logit'], '.3f')} | {r['status']} |")
-    write_text_atomic(os.path.join(out_dir, "zoo.md"), "\n".join(md) + "\n")
-
-    buf = io.StringIO()
-    buf.write(f"# {machine}\n")
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for r in rows:
-        w.writerow([r["model"], r["input_shape"], fmt(r["torch_s"], ".6f"), fmt(r["candle_s"], ".6f"),
-                    fmt(r["ratio"], ".4f"), fmt(r["max_abs_diff"], ".6e"),
-                    fmt(r["torch_max_abs_logit"], ".6f"), r["status"]])
-    write_text_atomic(os.path.join(out_dir, "zoo.csv"), buf.getvalue())
+def write_report(out_dir, machine, meta, rows, details):
+    intro = (f"The experiment's Segmentor with seeded formula weights (scripts/make_zoo_fixtures.py), "
+             f"float32, batch 1, seeded standard normal input. torch_s = median of {meta['repeats']} "
+             f"`model(x)[0]` forwards after one warm-up (torch.inference_mode, {meta['threads']} "
+             f"threads; includes the auxiliary head, as the experiment's predict does); torch_noaux_s = "
+             f"the same for `head(method(*backbone(x)))`; candle_s = median of the Rust binary's "
+             f"reported seconds ({meta['rust_repeats'] or 'no'} repeats, main logits only); ratio = candle_s / "
+             f"torch_s (> 1: Rust slower); max_abs_diff = max |Rust logits - torch logits|.")
+    write_results(out_dir, "zoo", machine, intro, COLUMNS, rows, meta, details)
 
 
 def bench_one(name, exp, args, ckpt_dir, inputs, rust_bin, rust_repeats, work, env):
@@ -381,29 +273,13 @@ def bench_one(name, exp, args, ckpt_dir, inputs, rust_bin, rust_repeats, work, e
     del model
 
     if rust_bin:
-        res, logits = run_rust(rust_bin, model_yaml, data_yaml, checkpoint, input_path, rust_repeats,
-                               work, name, args.rust_timeout, env)
+        res, logits = run_rust_logits(
+            rust_bin, ["--model_yaml", model_yaml, "--data_yaml", data_yaml, "--model_checkpoint", checkpoint],
+            input_path, rust_repeats, work, name, args.rust_timeout, cwd=ROOT, env=env)
         det["rust"] = res
-        if res.get("seconds"):
-            row["candle_s"] = statistics.median(res["seconds"])
-            row["ratio"] = row["candle_s"] / row["torch_s"]
-            if row["torch_noaux_s"]:
-                det["ratio_vs_noaux"] = row["candle_s"] / row["torch_noaux_s"]
-        if logits is not None:
-            if tuple(logits.shape) != tuple(ref.shape):
-                status.append(f"shape {tuple(logits.shape)} != {tuple(ref.shape)}")
-            else:
-                diff = np.abs(logits.astype(np.float64) - ref.astype(np.float64))
-                row["max_abs_diff"] = float(np.nanmax(diff)) if not np.isnan(diff).all() else float("nan")
-                det["mean_abs_diff"] = float(np.nanmean(diff)) if not np.isnan(diff).all() else float("nan")
-                if row["torch_max_abs_logit"]:
-                    det["max_abs_diff_rel"] = row["max_abs_diff"] / row["torch_max_abs_logit"]
-                det["argmax_agreement"] = float((logits.argmax(1) == ref.argmax(1)).mean())
-                if np.isnan(logits).any():
-                    status.append("NaN in Rust logits")
-                del diff
-        if res.get("error"):
-            status.append("FAILED: " + res["error"].replace("|", "/").replace("\n", " ")[:300])
+        if res.get("seconds") and row["torch_noaux_s"]:  # set first: zoo.json keeps this key order
+            det["ratio_vs_noaux"] = statistics.median(res["seconds"]) / row["torch_noaux_s"]
+        status += compare_rust(row, res, logits, ref, det)
         row["status"] = "; ".join(status) or "ok"
         print(f"   rust: candle_s {fmt(row['candle_s'], '.4f') or '-'}, ratio "
               f"{fmt(row['ratio'], '.3f') or '-'}, max_abs_diff "
@@ -416,16 +292,8 @@ def bench_one(name, exp, args, ckpt_dir, inputs, rust_bin, rust_repeats, work, e
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=os.path.join("results", "bench", "zoo"),
-                    help="directory for zoo.md / zoo.csv / zoo.json")
-    ap.add_argument("--repeats", type=int, default=5, help="timed torch forwards (after one warm-up)")
-    ap.add_argument("--rust-repeats", type=int, default=None,
-                    help="--repeats passed to the Rust binary (default: --repeats)")
-    ap.add_argument("--threads", type=int, default=available_cpus(),
-                    help="torch.set_num_threads, and RAYON_NUM_THREADS for the Rust binary unless "
-                         "set (default: CPUs available to this process)")
+    ap = bench_parser(__doc__, "zoo", "torch.set_num_threads, and RAYON_NUM_THREADS for the Rust binary "
+                                      "unless set (default: CPUs available to this process)")
     ap.add_argument("--models", default=",".join(MODELS),
                     help=f"comma-separated subset of {', '.join(MODELS)}")
     ap.add_argument("--rust-bin", metavar="PATH", default=DEFAULT_RUST,
@@ -445,10 +313,7 @@ def main():
     rust_repeats = args.rust_repeats if args.rust_repeats is not None else args.repeats
     if rust_repeats < 1:
         raise SystemExit("--rust-repeats must be >= 1")
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    for n in names:
-        if n not in MODELS:
-            raise SystemExit(f"unknown model {n!r}; known: {', '.join(MODELS)}")
+    names = model_names(args.models, MODELS)
 
     rust_bin = None
     if args.rust_bin and args.rust_bin.lower() != "none":
@@ -506,7 +371,6 @@ def main():
         if tmp_ckpt:
             shutil.rmtree(tmp_ckpt, ignore_errors=True)
 
-    os.makedirs(args.out, exist_ok=True)
     versions = {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
                 "numpy": np.__version__, "yaml": yaml.__version__}
     try:
@@ -519,10 +383,7 @@ def main():
             "input_seed": INPUT_SEED, "weights": "make_zoo_fixtures.formula_state_dict (gain 1.0)",
             "rma_exp": os.path.abspath(args.rma_exp), "checkpoints": args.keep,
             "rust_bin": rust_bin, "rust": rinfo, "argv": sys.argv}
-    write_tables(args.out, machine, rows, meta)
-    write_text_atomic(os.path.join(args.out, "zoo.json"),
-                      json.dumps({"meta": meta, "rows": rows, "details": details}, indent=1) + "\n")
-    print(f"wrote {os.path.join(args.out, 'zoo.md')}, zoo.csv, zoo.json")
+    write_report(args.out, machine, meta, rows, details)
 
 
 if __name__ == "__main__":

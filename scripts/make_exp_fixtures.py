@@ -30,7 +30,6 @@ import sys
 
 sys.dont_write_bytecode = True  # keep scripts/ and the (read-only) experiment checkout clean
 
-import argparse
 import ast
 import contextlib
 import hashlib
@@ -59,11 +58,13 @@ from transformers import SegformerConfig, SegformerForSemanticSegmentation
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_OUT = os.path.join(ROOT, "tests", "fixtures", "exp")
-DEFAULT_RMA = "/tmp/rma/exp"
 SIZE_LIMIT = 1_400_000      # whole folder (bytes)
 PROBS_LIMIT = 400 * 1024    # probs/ folder (bytes)
 
 sys.path.insert(0, HERE)
+from fixtureutil import (add_slice_predictions, build_dir, deterministic_cpu, experiment_accuracy,  # noqa: E402
+                         file_sizes, fixture_parser, lits_dataset, lits_predictors, lits_results, lits_split,
+                         reference_diff, run_predictors, swap_in)
 from make_model_fixtures import randomize_  # noqa: E402
 from reference_metrics import compute_metrics, confusion_counts, to_jsonable  # noqa: E402
 
@@ -306,25 +307,6 @@ class VOCEval:
         self.ds = ds
 
 
-def run_predictors(prob, rma_mod, ba_mod, predictors):
-    """{name: (pred long tensor (1, H, W)) or error string}."""
-    out = {}
-    for name, kind, params in predictors:
-        try:
-            if kind == "argmax":
-                pred = prob.argmax(1)
-            elif kind == "rankseg_rma":
-                pred = rma_mod.rankseg_rma(prob.clone(), **params).long()
-            elif kind == "rankseg_ba":
-                pred = ba_mod.rankseg_ba(prob.clone(), **params).long()
-            else:
-                raise ValueError(kind)
-            out[name] = pred
-        except Exception as e:  # recorded, not fatal
-            out[name] = f"{type(e).__name__}: {e}"
-    return out
-
-
 def overlap_stats(prob, rma_mod, params, resolved, keep):
     """Selections with allow_overlap=True (same taus), and how the resolution went."""
     p = dict(params)
@@ -382,42 +364,10 @@ def per_image_scores(pred, label, num_classes, ignore_index):
     return kept, [float(v) for v in iou_i], [float(v) for v in dice_i]
 
 
-def experiment_accuracy(mods, preds, labels, nc, ign, q):
-    """The experiment's own AccuracyMetric (metrics/accuracy_metric.py), fed image by image
-    as test() does (labels mapped ignore -> num_classes): a cross-check of the oracle."""
-    AM = mods["accuracy_metric"].AccuracyMetric
-    am = AM(True, True, True, q, nc == 2, nc, nc)
-    for p, l in zip(preds, labels):
-        l = l.astype(np.int64).copy()
-        l[l == ign] = nc
-        am.add(torch.from_numpy(p.astype(np.int64))[None], torch.from_numpy(l)[None], ["x"])
-    out = {}
-    for k, v in am.value().items():
-        if k in ("instanceIoU", "classIoU", "instanceDice", "classDice"):
-            continue
-        out[k] = float(v)
-    return out
-
-
 def max_diff(ours, ref):
-    """Compare the oracle with the experiment's AccuracyMetric: max |diff| over keys where
-    both are finite and the reference is not its 1e6 sentinel (C worst-q of a class that is
-    active in no image); the other keys are listed (documented differences of the oracle)."""
-    d, nan_keys, big_keys = 0.0, [], []
-    for k, v in ours.items():
-        w = ref.get(k)
-        if w is None or not math.isfinite(w):
-            nan_keys.append(k)
-        elif abs(w) > 1e4:
-            big_keys.append(k)
-        elif v is not None and math.isfinite(v):
-            d = max(d, abs(v - w))
-    out = {"max_abs_diff": d}
-    if nan_keys:
-        out["reference_nan"] = nan_keys
-    if big_keys:
-        out["reference_1e6_sentinel"] = big_keys
-    return out
+    """Compare the oracle with the experiment's AccuracyMetric over the oracle's keys (see
+    fixtureutil.reference_diff)."""
+    return reference_diff((k, v, ref.get(k)) for k, v in ours.items())
 
 
 def stack_padded(arrs, fill):
@@ -501,7 +451,8 @@ def eval_voc(mods, model, data_dir, data_config, test_config, ids, predictors, r
         entry = {"metrics": to_jsonable(m), "image_ids": [ids[k] for k in kept],
                  "per_image_iou": iou_i, "per_image_dice": dice_i,
                  "vs_experiment_AccuracyMetric": max_diff(
-                     m, experiment_accuracy(mods, preds[name], labels, nc, ign, tc["METRIC"]["q"]))}
+                     m, experiment_accuracy(mods["accuracy_metric"].AccuracyMetric, preds[name], labels, nc, ign,
+                                            tc["METRIC"]["q"]))}
         if name in errors:
             entry["errors"] = errors[name]
         if name in ov:
@@ -608,38 +559,6 @@ def make_nifti(rng, out_dir):
     return info
 
 
-def lits_dataset(mods, data_dir, dc, image_list):
-    LiTS = mods["lits"].LiTS
-    ds = LiTS.__new__(LiTS)
-    mods["medical_dataset"].MedicalDataset.__init__(
-        ds, train=False, data_dir=data_dir, fold=dc["fold"], num_cases=dc["num_cases"],
-        in_channels=dc["in_channels"], num_classes=dc["num_classes"], scale_min=dc["scale_min"],
-        scale_max=dc["scale_max"], window_low=dc["window_low"], window_high=dc["window_high"],
-        crop_size=dc["crop_size"], ignore_index=dc["ignore_index"], reduce_zero_label=dc["reduce_zero_label"],
-        image_prefix=dc["image_prefix"], image_suffix=dc["image_suffix"],
-        label_prefix=dc["label_prefix"], label_suffix=dc["label_suffix"])
-    ds.image_list = image_list
-    ds.transform = ds.get_transform()
-    return ds
-
-
-def lits_split(data_dir, num_cases, fold):
-    """lits.py get_image_list (without its dataset-size asserts); sorted for determinism
-    (the experiment keeps glob's order, which does not change any per-case metric)."""
-    cases = list(range(num_cases))
-    fold_size = num_cases // 5
-    if fold <= 3:
-        val_cases = set(cases[fold_size * fold: fold_size * (fold + 1)])
-    else:
-        val_cases = set(cases[fold_size * fold:])
-    train, val = [], []
-    for s in sorted(glob(f"{data_dir}/lits/train/*.npz"),
-                    key=lambda p: tuple(int(x) for x in os.path.basename(p)[:-4].split("_"))):
-        case = int(s.split("/")[-1].split("_")[0])
-        (val if case in val_cases else train).append(s)
-    return train, val, sorted(val_cases)
-
-
 def make_lits_slices(rng, out_dir, model, dc):
     """Prepared-slice set; the tumour masks of the validation cases follow the model's
     class-1 probability on the centre crop (then corrupted), so metrics are not ~0."""
@@ -710,12 +629,10 @@ def make_lits_slices(rng, out_dir, model, dc):
 
 def eval_lits(mods, model, data_dir, dc, tc, pc_rma, pc_ba):
     train, val, val_cases = lits_split(data_dir, dc["num_cases"], dc["fold"])
-    ds = lits_dataset(mods, data_dir, dc, val)
+    ds = lits_dataset(mods["lits"].LiTS, mods["medical_dataset"].MedicalDataset, data_dir, dc, val)
     nc = dc["num_classes"]
     Ref = mods["RefSegmentor"]
-    predictors = [("argmax", "argmax", {}),
-                  ("rankseg_rma", "rankseg_rma", dict(pc_rma.get("PARAMS", {}))),
-                  ("rankseg_ba", "rankseg_ba", dict(pc_ba.get("PARAMS", {})))]
+    predictors = lits_predictors(pc_rma, pc_ba)
     per = {name: {} for name, _, _ in predictors}  # name -> case -> list of (file, pred, label)
     errors = {}
     slices = []
@@ -731,53 +648,21 @@ def eval_lits(mods, model, data_dir, dc, tc, pc_rma, pc_ba):
         name_ = os.path.basename(image_file)
         slices.append({"file": name_, "case": case, "label_counts": {str(int(v)): int(c) for v, c in zip(*np.unique(lab, return_counts=True))},
                        "prob1_max": float(prob[0, 1].max()), "prob1_sum": float(prob[0, 1].sum())})
-        for name, v in out.items():
-            if isinstance(v, str):
-                errors.setdefault(name, {})[name_] = v
-                continue
-            per[name].setdefault(case, []).append((name_, v[0].numpy().astype(np.int64), lab))
-    res = {}
-    for name, _, _ in predictors:
-        entry = {}
-        if name in errors:
-            entry["errors"] = errors[name]
-        if not per[name]:
-            entry["metrics"] = None
-            res[name] = entry
-            continue
-        per_case, sums = {}, None
-        for case in sorted(per[name]):
-            items = per[name][case]
-            P = np.stack([p for _, p, _ in items])
-            L = np.stack([l for _, _, l in items])
-            m = compute_metrics(P, L, nc, ignore_index=nc, q=tc["METRIC"]["q"])
-            per_case[str(case)] = {"slices": [f for f, _, _ in items], "metrics": to_jsonable(m),
-                                   "pred_class1_pixels": [int((p == 1).sum()) for _, p, _ in items],
-                                   "vs_experiment_AccuracyMetric": max_diff(m, experiment_accuracy(
-                                       mods, [p for _, p, _ in items], [l for _, _, l in items],
-                                       nc, nc, tc["METRIC"]["q"]))}
-            sums = dict(m) if sums is None else {k: sums[k] + m[k] for k in sums}
-        n = len(per[name])  # test_medical: sum over validated cases / their number (NaN propagates)
-        entry["metrics"] = to_jsonable({k: v / n for k, v in sums.items()})
-        entry["per_case"] = per_case
-        res[name] = entry
+        add_slice_predictions(per, errors, out, case, name_, lab)
+    q, AccuracyMetric = tc["METRIC"]["q"], mods["accuracy_metric"].AccuracyMetric
+    res = lits_results(predictors, per, errors, nc, q,
+                       lambda P, L, m: max_diff(m, experiment_accuracy(AccuracyMetric, P, L, nc, nc, q)))
     return res, {"val_cases": val_cases, "num_train_slices": len(train), "num_val_slices": len(val),
                  "slices": slices}
 
 
 # ------------------------------------------------------------------------------ main
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rma-exp", default=DEFAULT_RMA, help="RankSEG-RMA exp/ checkout (read only)")
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    args = ap.parse_args(argv)
+    args = fixture_parser(__doc__, DEFAULT_OUT).parse_args(argv)
     rma = os.path.abspath(args.rma_exp)
     out = os.path.abspath(args.out)
 
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    np.random.seed(0)
-    cv2.setNumThreads(0)
+    deterministic_cpu()
 
     sys.path.insert(0, rma)
     import rankseg_ba  # noqa: E402  (the experiment's)
@@ -804,32 +689,14 @@ def main(argv=None):
     pc_ba = read_yaml(os.path.join(cfgdir, "predict", "rankseg_ba.yaml"))
     assert test_cfg["INF"]["ratios"] == [1] and test_cfg["INF"]["flip"] is False
 
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".exp_build_", dir=parent)
-    scratch = tempfile.mkdtemp(prefix="exp_fixture_scratch_")
-    try:
-        expected = build(tmp, scratch, mods, voc_yaml_text, lits_yaml_text, test_cfg, pc_rma, pc_ba, rma,
-                         test_yaml_text)
-        for d, _, fs in os.walk(tmp):  # safetensors writes 0600 files; make modes uniform
-            os.chmod(d, 0o755)
-            for f in fs:
-                os.chmod(os.path.join(d, f), 0o644)
-        total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp) for f in fs)
-        if total > SIZE_LIMIT:
-            raise SystemExit(f"fixture folder too large: {total} bytes")
-        backup = None
-        if os.path.exists(out):
-            backup = tempfile.mkdtemp(prefix=".exp_old_", dir=parent)
-            os.rename(out, os.path.join(backup, "old"))
-        os.rename(tmp, out)
-        if backup:
-            shutil.rmtree(backup)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with build_dir(out, "exp") as tmp:
+        scratch = tempfile.mkdtemp(prefix="exp_fixture_scratch_")
+        try:
+            expected = build(tmp, scratch, mods, voc_yaml_text, lits_yaml_text, test_cfg, pc_rma, pc_ba, rma,
+                             test_yaml_text)
+            total = swap_in(tmp, out, "exp", SIZE_LIMIT)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     # summary
     print(f"wrote {out} ({total} bytes)")
@@ -1136,12 +1003,7 @@ def versions():
 
 
 def write_readme(tmp, expected):
-    files = []
-    for d, _, fs in os.walk(tmp):
-        for f in fs:
-            p = os.path.join(d, f)
-            files.append((os.path.relpath(p, tmp), os.path.getsize(p)))
-    files.sort()
+    files = file_sizes(tmp)
     v = expected["meta"]["versions"]
     probs_ids = expected.get("probs", {}).get("image_ids", [])
     ms = expected["voc_small_ms_info"]

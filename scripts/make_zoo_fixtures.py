@@ -46,7 +46,6 @@ import sys
 
 sys.dont_write_bytecode = True  # keep scripts/ and the (read-only) experiment checkout clean
 
-import argparse
 import contextlib
 import copy
 import hashlib
@@ -54,12 +53,10 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import types
 import warnings
 import zipfile
 from collections import OrderedDict
-from glob import glob
 
 import cv2
 import numpy as np
@@ -72,7 +69,6 @@ from torch import nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_OUT = os.path.join(ROOT, "tests", "fixtures", "zoo")
-DEFAULT_RMA = "/tmp/rma/exp"
 DEFAULT_LITS = os.path.join(ROOT, "tests", "fixtures", "exp", "lits_slices")
 DEFAULT_LITS_YAML = os.path.join(ROOT, "tests", "fixtures", "exp", "lits_small.yaml")
 EXP_COMMIT = "4ccb5d5"
@@ -86,7 +82,9 @@ LITS_GAIN = 1.25
 LOGIT_TINY, LOGIT_HUGE = 0.05, 1e4
 
 sys.path.insert(0, HERE)
-from reference_metrics import compute_metrics, to_jsonable  # noqa: E402
+from fixtureutil import (add_slice_predictions, build_dir, deterministic_cpu, experiment_accuracy,  # noqa: E402
+                         file_sizes, fixture_parser, lits_dataset, lits_predictors, lits_results, lits_split,
+                         reference_diff, run_predictors, swap_in)
 
 # ------------------------------------------------------------------------------ formula
 MASK64 = (1 << 64) - 1
@@ -693,60 +691,11 @@ def build_pth(exp, tmp, cfgdir, voc_text):
 
 
 # ------------------------------------------------------------------------------ LiTS
-def lits_split(data_dir, num_cases, fold):
-    """lits.py get_image_list without its dataset-size asserts (sorted: glob's order is
-    arbitrary and changes no per-case metric)."""
-    cases = list(range(num_cases))
-    size = num_cases // 5
-    val_cases = set(cases[size * fold: size * (fold + 1)]) if fold <= 3 else set(cases[size * fold:])
-    files = sorted(glob(f"{data_dir}/lits/train/*.npz"),
-                   key=lambda p: tuple(int(t) for t in os.path.basename(p)[:-4].split("_")))
-    val = [p for p in files if int(p.split("/")[-1].split("_")[0]) in val_cases]
-    train = [p for p in files if p not in val]
-    return train, val, sorted(val_cases)
-
-
-def lits_eval_dataset(exp, data_dir, dc, image_list):
-    """The experiment's LiTS (eval transform) on a given slice list (its __init__ would assert
-    the full dataset's size)."""
-    LiTS = exp.lits.LiTS
-    ds = LiTS.__new__(LiTS)
-    exp.medical_dataset.MedicalDataset.__init__(
-        ds, train=False, data_dir=data_dir, fold=dc["fold"], num_cases=dc["num_cases"],
-        in_channels=dc["in_channels"], num_classes=dc["num_classes"], scale_min=dc["scale_min"],
-        scale_max=dc["scale_max"], window_low=dc["window_low"], window_high=dc["window_high"],
-        crop_size=dc["crop_size"], ignore_index=dc["ignore_index"], reduce_zero_label=dc["reduce_zero_label"],
-        image_prefix=dc["image_prefix"], image_suffix=dc["image_suffix"],
-        label_prefix=dc["label_prefix"], label_suffix=dc["label_suffix"])
-    ds.image_list = list(image_list)
-    ds.transform = ds.get_transform()
-    return ds
-
-
 def experiment_accuracy_diff(exp, preds, labels, nc, q, ours):
     """The experiment's AccuracyMetric fed slice by slice (as test_medical does, labels already
     mapped to ignore = num_classes) vs compute_metrics: max |diff| over finite keys."""
-    am = exp.accuracy_metric.AccuracyMetric(True, True, True, q, nc == 2, nc, nc)
-    for p, l in zip(preds, labels):
-        am.add(torch.from_numpy(p)[None], torch.from_numpy(l)[None], ["x"])
-    diff, nan_keys, big_keys = 0.0, [], []
-    for k, v in am.value().items():
-        if k in ("instanceIoU", "classIoU", "instanceDice", "classDice"):
-            continue
-        w = float(v)
-        o = ours.get(k)
-        if not math.isfinite(w):
-            nan_keys.append(k)
-        elif abs(w) > 1e4:
-            big_keys.append(k)
-        elif o is not None and math.isfinite(o):
-            diff = max(diff, abs(o - w))
-    out = {"max_abs_diff": diff}
-    if nan_keys:
-        out["reference_nan"] = nan_keys
-    if big_keys:
-        out["reference_1e6_sentinel"] = big_keys
-    return out
+    ref = experiment_accuracy(exp.accuracy_metric.AccuracyMetric, preds, labels, nc, nc, q)
+    return reference_diff((k, ours.get(k), w) for k, w in ref.items())
 
 
 def build_lits(exp, tmp, cfgdir, lits_slices, lits_yaml):
@@ -770,11 +719,9 @@ def build_lits(exp, tmp, cfgdir, lits_slices, lits_yaml):
         f.write("\n")
 
     train, val, val_cases = lits_split(lits_slices, dc["num_cases"], dc["fold"])
-    ds = lits_eval_dataset(exp, lits_slices, dc, val)
+    ds = lits_dataset(exp.lits.LiTS, exp.medical_dataset.MedicalDataset, lits_slices, dc, val)
     nc, q = dc["num_classes"], tc["METRIC"]["q"]
-    predictors = [("argmax", "argmax", {}),
-                  ("rankseg_rma", "rankseg_rma", dict(pc_rma.get("PARAMS", {}))),
-                  ("rankseg_ba", "rankseg_ba", dict(pc_ba.get("PARAMS", {})))]
+    predictors = lits_predictors(pc_rma, pc_ba)
     per = {name: {} for name, _, _ in predictors}
     errors, slices = {}, []
     for i in range(len(ds)):
@@ -796,42 +743,10 @@ def build_lits(exp, tmp, cfgdir, lits_slices, lits_yaml):
                        "max_abs_logit": float(lg.abs().max()),
                        "min_abs_logit1_minus_logit0": float(margin.min()),
                        "pixels_abs_logit1_minus_logit0_lt_1e-4": int((margin < 1e-4).sum())})
-        for name, kind, params in predictors:
-            try:
-                if kind == "argmax":
-                    pred = prob.argmax(1)
-                elif kind == "rankseg_rma":
-                    pred = exp.rankseg_rma.rankseg_rma(prob.clone(), **params).long()
-                else:
-                    pred = exp.rankseg_ba.rankseg_ba(prob.clone(), **params).long()
-            except Exception as e:  # recorded, not fatal
-                errors.setdefault(name, {})[fname] = f"{type(e).__name__}: {e}"
-                continue
-            per[name].setdefault(case, []).append((fname, pred[0].numpy().astype(np.int64), lab))
-    res = {}
-    for name, _, _ in predictors:
-        entry = {}
-        if name in errors:
-            entry["errors"] = errors[name]
-        if not per[name]:
-            entry["metrics"] = None
-            res[name] = entry
-            continue
-        per_case, sums = {}, None
-        for case in sorted(per[name]):
-            items = per[name][case]
-            P = np.stack([p for _, p, _ in items])
-            L = np.stack([l for _, _, l in items])
-            m = compute_metrics(P, L, nc, ignore_index=nc, q=q)
-            per_case[str(case)] = {"slices": [f for f, _, _ in items], "metrics": to_jsonable(m),
-                                   "pred_class1_pixels": [int((p == 1).sum()) for _, p, _ in items],
-                                   "vs_experiment_AccuracyMetric": experiment_accuracy_diff(
-                                       exp, [p for _, p, _ in items], [l for _, _, l in items], nc, q, m)}
-            sums = dict(m) if sums is None else {k: sums[k] + m[k] for k in sums}
-        n = len(per[name])  # test_medical: sum over the validated cases / their number (NaN propagates)
-        entry["metrics"] = to_jsonable({k: v / n for k, v in sums.items()})
-        entry["per_case"] = per_case
-        res[name] = entry
+        add_slice_predictions(per, errors, run_predictors(prob, exp.rankseg_rma, exp.rankseg_ba, predictors),
+                              case, fname, lab)
+    res = lits_results(predictors, per, errors, nc, q,
+                       lambda P, L, m: experiment_accuracy_diff(exp, P, L, nc, q, m))
     expected = {
         "predictors": res,
         "val_cases": val_cases, "num_train_slices": len(train), "num_val_slices": len(val),
@@ -1084,12 +999,7 @@ def write_readme(tmp, infos, keysets, pth_info, lits_expected, vers, exp):
         m = e["metrics"]
         lines.append(f"- {name}: mIoUI {m['mIoUI']:.4f}, mDiceI {m['mDiceI']:.4f}, mIoUD {m['mIoUD']:.4f}, "
                      f"mDiceD {m['mDiceD']:.4f}")
-    files = []
-    for dd, _, fs in os.walk(tmp):
-        for f in fs:
-            pth = os.path.join(dd, f)
-            files.append((os.path.relpath(pth, tmp), os.path.getsize(pth)))
-    files.sort()
+    files = file_sizes(tmp)
     total = sum(s for _, s in files)
     lines += ["", "## Sizes", "", f"Total (without README.md): {total} B", ""]
     lines += [f"- `{p_}`: {s} B" for p_, s in files]
@@ -1100,9 +1010,7 @@ def write_readme(tmp, infos, keysets, pth_info, lits_expected, vers, exp):
 
 # ------------------------------------------------------------------------------ main
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rma-exp", default=DEFAULT_RMA, help="RankSEG-RMA exp/ checkout (read only)")
-    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap = fixture_parser(__doc__, DEFAULT_OUT)
     ap.add_argument("--lits-slices", default=DEFAULT_LITS, help="prepared LiTS slices (tests/fixtures/exp)")
     ap.add_argument("--lits-yaml", default=DEFAULT_LITS_YAML)
     ap.add_argument("--only", nargs="*", help="only build these cases and print their logits range "
@@ -1111,10 +1019,7 @@ def main(argv=None):
     rma = os.path.abspath(args.rma_exp)
     out = os.path.abspath(args.out)
 
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    np.random.seed(0)
-    cv2.setNumThreads(0)
+    deterministic_cpu()
     check_formula()
 
     exp = Exp(rma)
@@ -1123,10 +1028,7 @@ def main(argv=None):
     vers = {"python": sys.version.split()[0], "torch": torch.__version__, "timm": timm.__version__,
             "numpy": np.__version__, "cv2": cv2.__version__, "scipy": scipy.__version__, "yaml": yaml.__version__}
 
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".zoo_build_", dir=parent)
-    try:
+    with build_dir(out, "zoo") as tmp:
         infos, keysets, out_of_range = {}, {}, []
         for i, case in enumerate(CASES):
             if args.only and case["name"] not in args.only:
@@ -1147,23 +1049,7 @@ def main(argv=None):
         pth_info = build_pth(exp, tmp, cfgdir, voc_text)
         lits_expected = build_lits(exp, tmp, cfgdir, os.path.abspath(args.lits_slices), os.path.abspath(args.lits_yaml))
         write_readme(tmp, infos, keysets, pth_info, lits_expected, vers, exp)
-        for d, _, fs in os.walk(tmp):
-            os.chmod(d, 0o755)
-            for f in fs:
-                os.chmod(os.path.join(d, f), 0o644)
-        total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp) for f in fs)
-        if total > SIZE_LIMIT:
-            raise SystemExit(f"fixture folder too large: {total} bytes")
-        backup = None
-        if os.path.exists(out):
-            backup = tempfile.mkdtemp(prefix=".zoo_old_", dir=parent)
-            os.rename(out, os.path.join(backup, "old"))
-        os.rename(tmp, out)
-        if backup:
-            shutil.rmtree(backup)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        total = swap_in(tmp, out, "zoo", SIZE_LIMIT)
     print(f"wrote {out} ({total} bytes)")
     if out_of_range:
         print(f"WARNING: max |logit| outside [{LOGIT_TINY}, {LOGIT_HUGE}] for {out_of_range}")

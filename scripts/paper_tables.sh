@@ -2,13 +2,15 @@
 # The runs that replicate the RankSEG-RMA tables (mIoU^I; argmax, then the experiment's own
 # rankseg_rma, per dataset and model), then the tables themselves.
 #
-# Needs a machine with the data (DATA.md) and the trained checkpoints in Hugging Face layout
-# (config.json + model.safetensors), one folder per model and dataset:
-#   CKPT_DIR/<model_yaml>.<data_yaml>/
-# The paper's models were trained with the experiment code (`main.py` with --loss_yaml ce,
-# --schedule_yaml 40k_iters / 80k_iters, --optim_yaml adamw_lr6e-5); exp loads the
-# SegFormer and UperNet-ConvNeXt architectures. Runs whose checkpoint folder is missing are
-# listed and skipped; finished runs are not redone (exp is a no-op on them).
+# Needs a machine with the data (DATA.md) and the trained checkpoints, one folder per model
+# and dataset: the experiment's own output folder (`main.py` writes
+# `<model_yaml>.<data_yaml>.<loss>.<schedule>.<optim>/checkpointNNN.pth`; the newest is used)
+# or a Hugging Face layout folder (config.json + model.safetensors), found as
+#   CKPT_DIR/<model_yaml>.<data_yaml>/  or  CKPT_DIR/<model_yaml>.<data_yaml>.*/
+# The paper's models were trained with the experiment code (`main.py` with --loss_yaml ce);
+# exp builds every one of its architectures (DeepLabV3+, UNet, SegFormer, UPerNet, ...) from
+# the model yaml and loads its .pth checkpoints. Runs whose checkpoint is missing are listed
+# and skipped; finished runs are not redone (exp is a no-op on them).
 #
 #   DATA_DIR=/data CKPT_DIR=/ckpt OUT_DIR=/out scripts/paper_tables.sh
 #   PUBLIC=1 DATA_DIR=/data OUT_DIR=/out scripts/paper_tables.sh   # public hub checkpoints
@@ -21,6 +23,9 @@ RANKSEG=${RANKSEG:-target/release/rankseg}
 PREDICTIONS=${PREDICTIONS:-"argmax rankseg_rma"}
 # The SegFormer size of the natural-image table (any of segformer_mit_b0..b5).
 SEGFORMER=${SEGFORMER:-segformer_mit_b5}
+# The medical table's DeepLabV3+ and UNet (any yaml under configs/models/).
+DEEPLAB=${DEEPLAB:-deeplabv3plus_resnet50d}
+UNET=${UNET:-unet_resnet50d}
 [ -x "$RANKSEG" ] || cargo build --release
 
 run() { # model_yaml data_yaml [extra exp flags...]
@@ -35,10 +40,24 @@ run() { # model_yaml data_yaml [extra exp flags...]
   RUNS+=("$dir")
 }
 
+checkpoint_of() { # model_yaml data_yaml: the checkpoint to evaluate, or nothing
+  local dir
+  for dir in "$CKPT_DIR/$1.$2" "$CKPT_DIR/$1.$2".*; do
+    [ -d "$dir" ] || continue
+    if [ -f "$dir/config.json" ]; then echo "$dir"; return; fi
+    # main.py's checkpointNNN.pth (or ours, .safetensors): the highest epoch.
+    local latest
+    latest=$(ls "$dir" | grep -E '^checkpoint[0-9]+\.(pth|safetensors)$' \
+      | sed -E 's/^checkpoint([0-9]+)\.(.*)$/\1 &/' | sort -n | tail -1 | cut -d' ' -f2)
+    if [ -n "$latest" ]; then echo "$dir/$latest"; return; fi
+  done
+}
+
 trained() { # model_yaml data_yaml: a run with the experiment-trained checkpoint
-  local ckpt="$CKPT_DIR/$1.$2"
-  if [ -z "$CKPT_DIR" ] || [ ! -f "$ckpt/config.json" ]; then
-    echo "-- skipped $1 on $2: no checkpoint at $ckpt" >&2
+  local ckpt=""
+  [ -n "$CKPT_DIR" ] && ckpt=$(checkpoint_of "$1" "$2")
+  if [ -z "$ckpt" ]; then
+    echo "-- skipped $1 on $2: no checkpoint under ${CKPT_DIR:-(CKPT_DIR unset)}/$1.$2" >&2
     return
   fi
   run "$1" "$2" --model_checkpoint "$ckpt"
@@ -61,12 +80,10 @@ for model in "$SEGFORMER" upernet_convnext_base.fb_in22k_ft_in1k_384; do
 done
 NATURAL=("${RUNS[@]}")
 
-# Medical images: LiTS and KiTS, five folds each (exp reports each fold, averaged over its
-# cases). The paper's medical table uses DeepLabV3+ and UNet, which exp cannot load yet
-# (SegFormer and UPerNet only): these runs use SegFormer/UPerNet checkpoints trained on the
-# folds, the closest replication available.
+# Medical images: DeepLabV3+ and UNet on LiTS and KiTS, five folds each (exp reports each
+# fold, averaged over its cases).
 RUNS=()
-for model in "$SEGFORMER" upernet_convnext_base.fb_in22k_ft_in1k_384; do
+for model in "$DEEPLAB" "$UNET"; do
   for data in lits kits; do
     for fold in 0 1 2 3 4; do trained "$model" "${data}_fold$fold"; done
   done

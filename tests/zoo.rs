@@ -108,15 +108,11 @@ fn write_formula_safetensors(case: &Path, to: &Path) {
     candle_core::safetensors::save(&tensors, to).unwrap();
 }
 
-/// `rankseg logits --model_yaml --data_yaml --model_checkpoint` on a case's input; returns
-/// the logits and their shape.
-fn logits(case: &Path, checkpoint: &Path) -> (Vec<f32>, Vec<usize>) {
-    let out = tempfile::tempdir().unwrap();
-    let out_file = out.path().join("logits.npy");
-    Command::cargo_bin("rankseg")
-        .unwrap()
-        .args(["logits", "--model_yaml"])
-        .arg(case.join("model.yaml"))
+/// `rankseg logits --model_yaml --data_yaml --model_checkpoint` on a case's input.
+fn logits_command(model_yaml: &Path, case: &Path, checkpoint: &Path, out_file: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("rankseg").unwrap();
+    cmd.args(["logits", "--model_yaml"])
+        .arg(model_yaml)
         .arg("--data_yaml")
         .arg(case.join("data.yaml"))
         .arg("--model_checkpoint")
@@ -124,7 +120,15 @@ fn logits(case: &Path, checkpoint: &Path) -> (Vec<f32>, Vec<usize>) {
         .arg("--input")
         .arg(case.join("input.npy"))
         .arg("--out")
-        .arg(&out_file)
+        .arg(out_file);
+    cmd
+}
+
+/// The logits `rankseg logits` writes for a case, and their shape.
+fn logits(case: &Path, checkpoint: &Path) -> (Vec<f32>, Vec<usize>) {
+    let out = tempfile::tempdir().unwrap();
+    let out_file = out.path().join("logits.npy");
+    logits_command(&case.join("model.yaml"), case, checkpoint, &out_file)
         .assert()
         .success();
     read_f32(&out_file)
@@ -179,7 +183,13 @@ fn aux_branch_equals_the_experiment() {
         let model = Segmentor::load(vb, &cfg).unwrap();
         let (input, shape) = read_f32(&case.join("input.npy"));
         let x = Tensor::from_vec(input, shape.as_slice(), &Device::Cpu).unwrap();
-        let ours = model.forward_aux(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ours = model
+            .forward_aux(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let (theirs, _) = read_f32(&case.join("aux.npy"));
         let diff = relative_diff(&ours, &theirs);
         assert!(diff < 1e-4, "{name} aux: {diff:.2e}");
@@ -207,24 +217,21 @@ fn torch_checkpoints_load() {
 fn logits_error(checkpoint: &Path) -> String {
     let case = zoo("pth");
     let out = tempfile::tempdir().unwrap();
-    let output = Command::cargo_bin("rankseg")
-        .unwrap()
-        .env("RUST_BACKTRACE", "1")
-        .args(["logits", "--model_yaml"])
-        .arg(case.join("model.yaml"))
-        .arg("--data_yaml")
-        .arg(case.join("data.yaml"))
-        .arg("--model_checkpoint")
-        .arg(checkpoint)
-        .arg("--input")
-        .arg(case.join("input.npy"))
-        .arg("--out")
-        .arg(out.path().join("out.npy"))
-        .output()
-        .unwrap();
+    let output = logits_command(
+        &case.join("model.yaml"),
+        &case,
+        checkpoint,
+        &out.path().join("out.npy"),
+    )
+    .env("RUST_BACKTRACE", "1")
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains(" 0: "), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains(" 0: "),
+        "{stderr}"
+    );
     assert!(!out.path().join("out.npy").exists());
     assert!(stderr.lines().count() <= 2, "{stderr}");
     stderr
@@ -236,12 +243,24 @@ fn bad_checkpoints_are_named_errors() {
     let facts = json(&case.join("case.json"));
     let wrong_shape = logits_error(&case.join("wrong_shape.pth"));
     let key = facts["wrong_shape_key"].as_str().unwrap();
-    assert!(wrong_shape.contains(key) && wrong_shape.contains("wrong_shape.pth"), "{wrong_shape}");
-    assert!(wrong_shape.contains("[4, 16, 1, 1]") && wrong_shape.contains("model.yaml"), "{wrong_shape}");
+    assert!(
+        wrong_shape.contains(key) && wrong_shape.contains("wrong_shape.pth"),
+        "{wrong_shape}"
+    );
+    assert!(
+        wrong_shape.contains("[4, 16, 1, 1]") && wrong_shape.contains("model.yaml"),
+        "{wrong_shape}"
+    );
     let missing = logits_error(&case.join("missing_key.pth"));
-    assert!(missing.contains(facts["missing_key"].as_str().unwrap()), "{missing}");
+    assert!(
+        missing.contains(facts["missing_key"].as_str().unwrap()),
+        "{missing}"
+    );
     let unexpected = logits_error(&case.join("unexpected_key.pth"));
-    assert!(unexpected.contains("unexpected key method.extra.weight"), "{unexpected}");
+    assert!(
+        unexpected.contains("unexpected key method.extra.weight"),
+        "{unexpected}"
+    );
     let truncated = logits_error(&case.join("truncated.pth"));
     assert!(truncated.contains("truncated.pth"), "{truncated}");
     let absent = logits_error(&case.join("no_such_checkpoint.pth"));
@@ -268,20 +287,14 @@ fn unsupported_architectures_are_named() {
             ),
         )
         .unwrap();
-        let out = Command::cargo_bin("rankseg")
-            .unwrap()
-            .args(["logits", "--model_yaml"])
-            .arg(&yaml)
-            .arg("--data_yaml")
-            .arg(case.join("data.yaml"))
-            .arg("--model_checkpoint")
-            .arg(case.join("state_dict.pth"))
-            .arg("--input")
-            .arg(case.join("input.npy"))
-            .arg("--out")
-            .arg(dir.path().join("out.npy"))
-            .output()
-            .unwrap();
+        let out = logits_command(
+            &yaml,
+            &case,
+            &case.join("state_dict.pth"),
+            &dir.path().join("out.npy"),
+        )
+        .output()
+        .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{backbone}: {stderr}");
         assert!(stderr.contains(want), "{backbone}: {stderr}");
@@ -316,16 +329,27 @@ fn exp_evaluates_a_unet_checkpoint_like_test_medical() {
             .args(["--test_yaml", "test_iou", "--predict_yaml", predict])
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let got = json(&out.path().join(format!("{predict}.metrics.json")));
         let want = &expected["predictors"][predict]["metrics"];
         let (got, want) = (got.as_object().unwrap(), want.as_object().unwrap());
-        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{predict}");
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{predict}"
+        );
         for (key, w) in want {
             let g = got[key].as_f64().unwrap();
             // argmax is exact; RMA cut points can move by a pixel with logits equal to ~1e-6.
             let tolerance = if predict == "argmax" { 1e-9 } else { 0.05 };
-            assert!((g - w.as_f64().unwrap()).abs() <= tolerance, "{predict} {key}: {g} vs {w}");
+            assert!(
+                (g - w.as_f64().unwrap()).abs() <= tolerance,
+                "{predict} {key}: {g} vs {w}"
+            );
         }
     }
     let run = json(&out.path().join("run.json"));

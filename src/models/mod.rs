@@ -87,9 +87,7 @@ impl Model {
             "upernet" => {
                 let cfg: UperNetConfig = serde_json::from_value(json).with_context(config_error)?;
                 cfg.check().with_context(config_error)?;
-                Architecture::UperNet(Box::new(
-                    UperNet::load(vb, &cfg).with_context(weights_error)?,
-                ))
+                Architecture::UperNet(Box::new(UperNet::load(vb, &cfg).with_context(weights_error)?))
             }
             other => bail!(
                 "{}: model_type {other:?} is not supported (segformer and upernet are)",

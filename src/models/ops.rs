@@ -15,8 +15,41 @@ pub struct DepthwiseConv2d {
     channels: usize,
     kernel: usize,
     geometry: Geometry,
+    activation: Activation,
     /// The same weights as tensors, for candle's grouped conv off the CPU.
     portable: (Tensor, Tensor),
+}
+
+/// An elementwise activation fused into a convolution's output pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Relu,
+    Relu6,
+    /// x sigmoid(x), as `nn.SiLU`.
+    Silu,
+}
+
+impl Activation {
+    #[inline]
+    pub fn scalar(self, v: f32) -> f32 {
+        match self {
+            Activation::Identity => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+            Activation::Silu => v / (1.0 + (-v).exp()),
+        }
+    }
+
+    /// The same on a tensor (devices our kernels do not run on).
+    pub fn tensor(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Identity => Ok(x.clone()),
+            Activation::Relu => x.relu(),
+            Activation::Relu6 => x.clamp(0f32, 6f32),
+            Activation::Silu => x.silu(),
+        }
+    }
 }
 
 /// PyTorch's padding, stride and dilation of a convolution (the same along both axes).
@@ -81,16 +114,25 @@ impl DepthwiseConv2d {
             channels,
             kernel,
             geometry,
+            activation: Activation::Identity,
             portable,
         })
+    }
+
+    /// The same convolution followed by `activation`, applied in its output pass.
+    pub fn with_activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
     }
 
     /// candle's grouped convolution: the same function, for devices our kernel does not run on.
     fn forward_portable(&self, x: &Tensor) -> Result<Tensor> {
         let (weight, bias) = &self.portable;
         let g = self.geometry;
-        x.conv2d(weight, g.padding, g.stride, g.dilation, self.channels)?
-            .broadcast_add(bias)
+        let y = x
+            .conv2d(weight, g.padding, g.stride, g.dilation, self.channels)?
+            .broadcast_add(bias)?;
+        self.activation.tensor(&y)
     }
 }
 
@@ -157,6 +199,9 @@ impl CustomOp1 for DepthwiseConv2d {
                         }
                     }
                 }
+            }
+            if self.activation != Activation::Identity {
+                out.iter_mut().for_each(|v| *v = self.activation.scalar(*v));
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
@@ -262,11 +307,13 @@ impl CustomOp1 for TokenDepthwise<'_> {
 #[derive(Clone, Debug)]
 pub struct Conv {
     weight: Tensor,
-    /// The same-padding path's copy of the weight, (C_out, C_in, k, k) row-major.
-    same: Option<Vec<f32>>,
+    /// The same-padding path's copy of the weight, (C_out, C_in, k, k) row-major, and of
+    /// the bias (zeros without one).
+    same: Option<(Vec<f32>, Vec<f32>)>,
     bias: Option<Tensor>,
     kernel: usize,
     geometry: Geometry,
+    activation: Activation,
 }
 
 pub fn conv2d(
@@ -296,7 +343,11 @@ impl Conv {
     pub fn new(weight: Tensor, bias: Option<Tensor>, geometry: Geometry) -> Result<Self> {
         let kernel = weight.dim(3)?;
         let same = if geometry.stride == 1 && 2 * geometry.padding == geometry.dilation * (kernel - 1) {
-            Some(weight.flatten_all()?.to_vec1::<f32>()?)
+            let bias = match &bias {
+                Some(b) => b.to_vec1::<f32>()?,
+                None => vec![0.0; weight.dim(0)?],
+            };
+            Some((weight.flatten_all()?.to_vec1::<f32>()?, bias))
         } else {
             None
         };
@@ -306,7 +357,14 @@ impl Conv {
             bias,
             kernel,
             geometry,
+            activation: Activation::Identity,
         })
+    }
+
+    /// The same convolution followed by `activation` (in the output pass where it can).
+    pub fn with_activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
     }
 
     /// A stride-1 same-padding conv from a (C_out, C_in, k, k) weight computed elsewhere.
@@ -317,12 +375,13 @@ impl Conv {
 }
 
 /// The same-padding convolution as a custom op: input (B, C_in, H, W) in, (B, C_out, H, W)
-/// out, no bias.
+/// out, bias and activation applied while the result is copied out.
 struct SameConv<'a> {
     weight: &'a [f32],
-    c_out: usize,
+    bias: &'a [f32],
     kernel: usize,
     dilation: usize,
+    activation: Activation,
 }
 
 impl CustomOp1 for SameConv<'_> {
@@ -336,7 +395,7 @@ impl CustomOp1 for SameConv<'_> {
             (CpuStorage::F32(data), Some((start, end))) => &data[start..end],
             _ => candle_core::bail!("same-padding conv needs a contiguous f32 input"),
         };
-        let (k, c_out, d) = (self.kernel, self.c_out, self.dilation);
+        let (k, c_out, d) = (self.kernel, self.bias.len(), self.dilation);
         let pad = d * (k / 2);
         let (hp, wp) = (h + 2 * pad, w + 2 * pad);
         // Each channel padded, plus (k - 1) d trailing zeros so every tap's view stays inside.
@@ -357,24 +416,35 @@ impl CustomOp1 for SameConv<'_> {
                         dst[at..at + w].copy_from_slice(&plane[y * w..(y + 1) * w]);
                     }
                 });
+            // A tap whose input row y + (ky - k/2) d falls outside the map for some output rows
+            // (large dilations) runs only over the rows where it reads the map.
+            let mut first = true;
             for tap in 0..k * k {
                 let (ky, kx) = (tap / k, tap % k);
+                let y0 = pad.saturating_sub(ky * d).min(h);
+                let y1 = (h + pad).saturating_sub(ky * d).min(h);
+                if y0 >= y1 {
+                    continue;
+                }
+                if first && (y0, y1) != (0, h) {
+                    full.fill(0.0);
+                }
                 // Safety: all pointers address the buffers above with the strides that
-                // describe them; m x n x depth = c_out x (h wp) x c_in stays in bounds
-                // (offset + h wp <= (ky wp + kx) d + h wp <= hp wp + (k - 1) d = row).
+                // describe them; m x n x depth = c_out x ((y1 - y0) wp) x c_in stays in bounds
+                // (the last read is below ((y1 - 1 + ky d) wp + kx d) + wp <= hp wp + (k - 1) d = row).
                 unsafe {
                     gemm::gemm(
                         c_out,
-                        h * wp,
+                        (y1 - y0) * wp,
                         c_in,
-                        full.as_mut_ptr(),
+                        full.as_mut_ptr().add(y0 * wp),
                         1,
                         (h * wp) as isize,
-                        tap > 0,
+                        !first,
                         self.weight.as_ptr().add(tap),
                         (k * k) as isize,
                         (c_in * k * k) as isize,
-                        padded.as_ptr().add((ky * wp + kx) * d),
+                        padded.as_ptr().add((y0 + ky * d) * wp + kx * d),
                         1,
                         row as isize,
                         1.0,
@@ -385,13 +455,22 @@ impl CustomOp1 for SameConv<'_> {
                         threads,
                     );
                 }
+                first = false;
+            }
+            if first {
+                full.fill(0.0);
             }
             let dst = &mut out[image * c_out * h * w..(image + 1) * c_out * h * w];
+            let act = self.activation;
             dst.par_chunks_mut(h * w)
                 .zip(full.par_chunks(h * wp))
-                .for_each(|(plane, computed)| {
+                .zip(self.bias.par_iter())
+                .for_each(|((plane, computed), &bias)| {
                     for y in 0..h {
-                        plane[y * w..(y + 1) * w].copy_from_slice(&computed[y * wp..y * wp + w]);
+                        let from = &computed[y * wp..y * wp + w];
+                        for (o, &v) in plane[y * w..(y + 1) * w].iter_mut().zip(from) {
+                            *o = act.scalar(v + bias);
+                        }
                     }
                 });
         }
@@ -401,25 +480,25 @@ impl CustomOp1 for SameConv<'_> {
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.same {
-            Some(weight) if custom_kernels(x) => x.contiguous()?.apply_op1_no_bwd(&SameConv {
+        if let (Some((weight, bias)), true) = (&self.same, custom_kernels(x)) {
+            return x.contiguous()?.apply_op1_no_bwd(&SameConv {
                 weight,
-                c_out: self.weight.dim(0)?,
+                bias,
                 kernel: self.kernel,
                 dilation: self.geometry.dilation,
-            })?,
-            _ => {
-                let (_, _, h, w) = x.dims4()?;
-                let g = self.geometry;
-                g.output_len(h, self.kernel)?;
-                g.output_len(w, self.kernel)?;
-                x.conv2d(&self.weight, g.padding, g.stride, g.dilation, 1)?
-            }
-        };
-        match &self.bias {
-            Some(bias) => y.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?),
-            None => Ok(y),
+                activation: self.activation,
+            });
         }
+        let (_, _, h, w) = x.dims4()?;
+        let g = self.geometry;
+        g.output_len(h, self.kernel)?;
+        g.output_len(w, self.kernel)?;
+        let y = x.conv2d(&self.weight, g.padding, g.stride, g.dilation, 1)?;
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)?,
+            None => y,
+        };
+        self.activation.tensor(&y)
     }
 }
 
@@ -519,11 +598,85 @@ pub fn adaptive_avg_pool2d(x: &Tensor, size: usize) -> Result<Tensor> {
 
 /// Bilinear resize with `align_corners=False`, as `F.interpolate(..., mode="bilinear")`.
 pub fn resize_bilinear(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    resize_bilinear_aligned(x, h, w, false)
+}
+
+/// `F.interpolate(x, (h, w), mode="bilinear", align_corners=...)`. On the CPU, our own
+/// kernel: PyTorch's source indices and weights in float32, every (image, channel) plane in
+/// parallel (candle's runs in float64 on one thread, which made the resizes of UNet's
+/// decoder and of every SegHead a large part of those forwards).
+pub fn resize_bilinear_aligned(x: &Tensor, h: usize, w: usize, align_corners: bool) -> Result<Tensor> {
     let (_, _, xh, xw) = x.dims4()?;
     if (xh, xw) == (h, w) {
         return Ok(x.clone());
     }
-    x.contiguous()?.upsample_bilinear2d(h, w, false)
+    let x = x.contiguous()?;
+    if !custom_kernels(&x) || x.dtype() != DType::F32 {
+        return x.upsample_bilinear2d(h, w, align_corners);
+    }
+    x.apply_op1_no_bwd(&Bilinear { h, w, align_corners })
+}
+
+struct Bilinear {
+    h: usize,
+    w: usize,
+    align_corners: bool,
+}
+
+/// PyTorch's `compute_source_index_and_lambda` along one axis: for each output index the two
+/// source indices and their weights.
+fn bilinear_taps(input: usize, output: usize, align_corners: bool) -> Vec<(usize, usize, f32, f32)> {
+    let scale = if align_corners {
+        if output > 1 {
+            (input - 1) as f32 / (output - 1) as f32
+        } else {
+            0.0
+        }
+    } else {
+        input as f32 / output as f32
+    };
+    (0..output)
+        .map(|o| {
+            let source = if align_corners {
+                scale * o as f32
+            } else {
+                (scale * (o as f32 + 0.5) - 0.5).max(0.0)
+            };
+            let i0 = (source.floor() as usize).min(input - 1);
+            let lambda1 = (source - i0 as f32).clamp(0.0, 1.0);
+            let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
+            (i0, i1, 1.0 - lambda1, lambda1)
+        })
+        .collect()
+}
+
+impl CustomOp1 for Bilinear {
+    fn name(&self) -> &'static str {
+        "bilinear-resize"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, ih, iw) = layout.shape().dims4()?;
+        let input = match (storage, layout.contiguous_offsets()) {
+            (CpuStorage::F32(data), Some((start, end))) => &data[start..end],
+            _ => candle_core::bail!("bilinear resize needs a contiguous f32 input"),
+        };
+        let (oh, ow) = (self.h, self.w);
+        let rows = bilinear_taps(ih, oh, self.align_corners);
+        let cols = bilinear_taps(iw, ow, self.align_corners);
+        let mut out = vec![0f32; b * c * oh * ow];
+        out.par_chunks_mut(oh * ow)
+            .zip(input.par_chunks(ih * iw))
+            .for_each(|(dst, plane)| {
+                for (&(y0, y1, wy0, wy1), dst) in rows.iter().zip(dst.chunks_mut(ow)) {
+                    let (top, bottom) = (&plane[y0 * iw..(y0 + 1) * iw], &plane[y1 * iw..(y1 + 1) * iw]);
+                    for (o, &(x0, x1, wx0, wx1)) in dst.iter_mut().zip(&cols) {
+                        *o = wy0 * (wx0 * top[x0] + wx1 * top[x1]) + wy1 * (wx0 * bottom[x0] + wx1 * bottom[x1]);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
+    }
 }
 
 /// Only float checkpoints: an integer tensor where a weight is expected is a wrong file.
@@ -652,6 +805,20 @@ mod tests {
                     max_diff(&ours, &reference) < 1e-5,
                     "{h}x{w} k{kernel} s{stride} d{dilation}"
                 );
+            }
+        }
+    }
+
+    /// Our bilinear kernel against candle's (float64 arithmetic), both corner modes,
+    /// up and down.
+    #[test]
+    fn bilinear_equals_candle_upsample() {
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 7, 5), &Device::Cpu).unwrap();
+        for (h, w) in [(14, 10), (13, 9), (3, 2), (7, 11), (1, 1)] {
+            for align in [false, true] {
+                let ours = resize_bilinear_aligned(&x, h, w, align).unwrap();
+                let reference = x.upsample_bilinear2d(h, w, align).unwrap();
+                assert!(max_diff(&ours, &reference) < 1e-5, "{h}x{w} align {align}");
             }
         }
     }

@@ -179,7 +179,7 @@ impl EfficientNet {
                         expand: ConvBn::plain(
                             vb.pp("conv_expand"),
                             ConvSpec::same(reduced, mid, 1),
-                            Act::None,
+                            Act::Identity,
                         )?,
                     })
                 };
@@ -198,14 +198,14 @@ impl EfficientNet {
                             bn("conv_dw", "bn2", depthwise, act)?,
                         ],
                         squeeze_excite,
-                        after: bn("conv_pwl", "bn3", ConvSpec::same(mid, def.channels, 1), Act::None)?,
+                        after: bn("conv_pwl", "bn3", ConvSpec::same(mid, def.channels, 1), Act::Identity)?,
                         skip: stride == 1 && c_in == def.channels,
                     }
                 } else {
                     Block {
                         before: vec![bn("conv_dw", "bn1", depthwise, act)?],
                         squeeze_excite,
-                        after: bn("conv_pw", "bn2", ConvSpec::same(mid, def.channels, 1), Act::None)?,
+                        after: bn("conv_pw", "bn2", ConvSpec::same(mid, def.channels, 1), Act::Identity)?,
                         skip: stride == 1 && c_in == def.channels,
                     }
                 };

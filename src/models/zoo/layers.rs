@@ -5,27 +5,10 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::models::ops::{BatchNorm2d, Conv, DepthwiseConv2d, Geometry};
+use crate::models::ops::{resize_bilinear_aligned, BatchNorm2d, Conv, DepthwiseConv2d, Geometry};
 
-/// The activation after a folded convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Act {
-    None,
-    Relu,
-    Relu6,
-    Silu,
-}
-
-impl Act {
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Act::None => Ok(x.clone()),
-            Act::Relu => x.relu(),
-            Act::Relu6 => x.clamp(0f32, 6f32),
-            Act::Silu => x.silu(),
-        }
-    }
-}
+/// The activation a folded convolution ends with (fused into its output pass).
+pub use crate::models::ops::Activation as Act;
 
 /// A convolution's shape: channels, kernel and geometry; `depthwise` for one filter per
 /// channel (groups = channels).
@@ -78,10 +61,9 @@ enum Kernel {
     Depthwise(DepthwiseConv2d),
 }
 
-/// conv -> BatchNorm (eval: folded into the conv's weight and bias) -> activation.
+/// conv -> BatchNorm (eval: folded into the conv's weight and bias) -> activation (fused).
 pub struct ConvBn {
     kernel: Kernel,
-    act: Act,
 }
 
 impl ConvBn {
@@ -109,27 +91,29 @@ impl ConvBn {
 
     fn from_folded(weight: Tensor, bias: Tensor, spec: ConvSpec, act: Act) -> Result<Self> {
         let kernel = if spec.depthwise {
-            Kernel::Depthwise(DepthwiseConv2d::new(
-                weight.flatten_all()?.to_vec1::<f32>()?,
-                bias.to_vec1::<f32>()?,
-                spec.kernel,
-                spec.geometry,
-                weight.device(),
-            )?)
+            Kernel::Depthwise(
+                DepthwiseConv2d::new(
+                    weight.flatten_all()?.to_vec1::<f32>()?,
+                    bias.to_vec1::<f32>()?,
+                    spec.kernel,
+                    spec.geometry,
+                    weight.device(),
+                )?
+                .with_activation(act),
+            )
         } else {
-            Kernel::Dense(Conv::new(weight, Some(bias), spec.geometry)?)
+            Kernel::Dense(Conv::new(weight, Some(bias), spec.geometry)?.with_activation(act))
         };
-        Ok(ConvBn { kernel, act })
+        Ok(ConvBn { kernel })
     }
 }
 
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.kernel {
-            Kernel::Dense(conv) => conv.forward(x)?,
-            Kernel::Depthwise(conv) => conv.forward(x)?,
-        };
-        self.act.apply(&y)
+        match &self.kernel {
+            Kernel::Dense(conv) => conv.forward(x),
+            Kernel::Depthwise(conv) => conv.forward(x),
+        }
     }
 }
 
@@ -188,7 +172,7 @@ impl SegHead {
         align_corners: bool,
     ) -> Result<Self> {
         Ok(SegHead {
-            classifier: ConvBn::plain(vb.pp(1), ConvSpec::same(c_in, classes, 1), Act::None)?,
+            classifier: ConvBn::plain(vb.pp(1), ConvSpec::same(c_in, classes, 1), Act::Identity)?,
             size,
             align_corners,
         })
@@ -204,11 +188,7 @@ impl Module for SegHead {
 
 /// `F.interpolate(x, size, mode="bilinear", align_corners=...)`.
 pub fn resize(x: &Tensor, (h, w): (usize, usize), align_corners: bool) -> Result<Tensor> {
-    let (_, _, xh, xw) = x.dims4()?;
-    if (xh, xw) == (h, w) {
-        return Ok(x.clone());
-    }
-    x.contiguous()?.upsample_bilinear2d(h, w, align_corners)
+    resize_bilinear_aligned(x, h, w, align_corners)
 }
 
 /// The spatial size of a (B, C, H, W) map.

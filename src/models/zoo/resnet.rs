@@ -138,7 +138,7 @@ impl ResNet {
                             down.pp(2),
                             ConvSpec::same(in_planes, planes * expansion, 1),
                             false,
-                            Act::None,
+                            Act::Identity,
                         )?,
                     })
                 } else {
@@ -163,7 +163,7 @@ impl ResNet {
                             dilated(in_planes, planes, first_dilation).stride(block_stride),
                             Act::Relu,
                         )?,
-                        conv(2, dilated(planes, planes, dilation), Act::None)?,
+                        conv(2, dilated(planes, planes, dilation), Act::Identity)?,
                     ],
                     BlockKind::Bottleneck => vec![
                         conv(1, ConvSpec::same(in_planes, planes, 1), Act::Relu)?,
@@ -172,7 +172,7 @@ impl ResNet {
                             dilated(planes, planes, first_dilation).stride(block_stride),
                             Act::Relu,
                         )?,
-                        conv(3, ConvSpec::same(planes, planes * expansion, 1), Act::None)?,
+                        conv(3, ConvSpec::same(planes, planes * expansion, 1), Act::Identity)?,
                     ],
                 };
                 blocks.push(Block { convs, shortcut });

@@ -6,10 +6,10 @@
 //! candle-transformers' convnext.rs returns pooled features only, so this one is our own.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
-use super::ops::{conv2d, ChannelsFirstLayerNorm, Conv, DepthwiseConv2d};
+use super::ops::{conv2d, Activation, ChannelsFirstLayerNorm, Conv, Dense, DepthwiseConv2d};
 
 /// ConvNeXt's norms are all built with eps 1e-6 (the config's `layer_norm_eps` only
 /// serves the classification pooler).
@@ -147,8 +147,9 @@ impl Names {
 struct Block {
     dwconv: DepthwiseConv2d,
     layernorm: LayerNorm,
-    pwconv1: Linear,
-    pwconv2: Linear,
+    /// fc1 with the GELU that follows it.
+    pwconv1: Dense,
+    pwconv2: Dense,
     layer_scale: Option<Tensor>,
 }
 
@@ -163,22 +164,36 @@ impl Block {
         Ok(Block {
             dwconv: DepthwiseConv2d::load(vb.pp(dwconv), dim, 7, 3)?,
             layernorm: layer_norm(dim, LAYER_NORM_EPS, vb.pp(norm))?,
-            pwconv1: linear(dim, 4 * dim, vb.pp(fc1))?,
-            pwconv2: linear(4 * dim, dim, vb.pp(fc2))?,
+            pwconv1: Dense::load(vb.pp(fc1), dim, 4 * dim, Activation::Gelu)?,
+            pwconv2: Dense::load(vb.pp(fc2), 4 * dim, dim, Activation::Identity)?,
             layer_scale,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.dwconv.forward(x)?.permute((0, 2, 3, 1))?;
-        let y = self.layernorm.forward(&y)?;
-        let y = self.pwconv2.forward(&self.pwconv1.forward(&y)?.gelu_erf()?)?;
+    /// On tokens (B, H W, C), channels last, as the block's norm and MLP see them: no
+    /// permutes, and the norm and the linears run on contiguous rows.
+    fn forward_tokens(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        let y = self.dwconv.forward_tokens(x, h, w)?;
+        let y = self.layernorm.forward(&y)?.reshape((b * n, c))?;
+        let y = self.pwconv2.forward(&self.pwconv1.forward(&y)?)?;
         let y = match &self.layer_scale {
             Some(gamma) => y.broadcast_mul(gamma)?,
             None => y,
         };
-        x + y.permute((0, 3, 1, 2))?
+        x + y.reshape((b, n, c))?
     }
+}
+
+/// (B, C, H, W) -> tokens (B, H W, C).
+fn to_tokens(x: &Tensor) -> Result<Tensor> {
+    x.flatten_from(2)?.transpose(1, 2)?.contiguous()
+}
+
+/// Tokens (B, H W, C) -> (B, C, H, W).
+fn from_tokens(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (b, _, c) = x.dims3()?;
+    x.transpose(1, 2)?.reshape((b, c, h, w))?.contiguous()
 }
 
 struct Stage {
@@ -266,9 +281,12 @@ impl ConvNextBackbone {
             if let Some((norm, conv)) = &stage.downsample {
                 x = conv.forward(&norm.forward(&x)?)?;
             }
+            let (_, _, h, w) = x.dims4()?;
+            let mut tokens = to_tokens(&x)?;
             for block in &stage.blocks {
-                x = block.forward(&x)?;
+                tokens = block.forward_tokens(&tokens, h, w)?;
             }
+            x = from_tokens(&tokens, h, w)?;
             for (_, norm) in self.outputs.iter().filter(|(s, _)| *s == i) {
                 features.push(match norm {
                     Some(norm) => norm.forward(&x)?,

@@ -6,7 +6,9 @@ mod fused;
 pub mod loading;
 mod ops;
 mod segformer;
+mod simd;
 mod upernet;
+mod winograd;
 pub mod zoo;
 
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::ops::{conv2d, resize_bilinear, BatchNorm2d, Conv, DepthwiseConv2d};
+use super::ops::{conv2d, resize_bilinear, Activation, BatchNorm2d, Conv, Dense, DepthwiseConv2d};
 
 /// nn.LayerNorm's default: transformers builds every SegFormer norm without an eps.
 const LAYER_NORM_EPS: f64 = 1e-5;
@@ -279,9 +279,10 @@ impl EfficientSelfAttention {
 }
 
 struct MixFfn {
-    dense1: Linear,
+    dense1: Dense,
+    /// The depthwise conv with the GELU that follows it.
     dwconv: DepthwiseConv2d,
-    dense2: Linear,
+    dense2: Dense,
 }
 
 impl MixFfn {
@@ -292,15 +293,16 @@ impl MixFfn {
             EncoderNames::Experiment => ("fc1", "fc2"),
         };
         Ok(MixFfn {
-            dense1: linear(hidden, inner, vb.pp(fc1))?,
-            dwconv: DepthwiseConv2d::load(vb.pp("dwconv").pp("dwconv"), inner, 3, 1)?,
-            dense2: linear(inner, hidden, vb.pp(fc2))?,
+            dense1: Dense::load(vb.pp(fc1), hidden, inner, Activation::Identity)?,
+            dwconv: DepthwiseConv2d::load(vb.pp("dwconv").pp("dwconv"), inner, 3, 1)?
+                .with_activation(Activation::Gelu),
+            dense2: Dense::load(vb.pp(fc2), inner, hidden, Activation::Identity)?,
         })
     }
 
     fn forward(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
         let x = self.dwconv.forward_tokens(&self.dense1.forward(x)?, h, w)?;
-        self.dense2.forward(&x.gelu_erf()?)
+        self.dense2.forward(&x)
     }
 }
 

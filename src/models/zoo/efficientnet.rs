@@ -198,14 +198,24 @@ impl EfficientNet {
                             bn("conv_dw", "bn2", depthwise, act)?,
                         ],
                         squeeze_excite,
-                        after: bn("conv_pwl", "bn3", ConvSpec::same(mid, def.channels, 1), Act::Identity)?,
+                        after: bn(
+                            "conv_pwl",
+                            "bn3",
+                            ConvSpec::same(mid, def.channels, 1),
+                            Act::Identity,
+                        )?,
                         skip: stride == 1 && c_in == def.channels,
                     }
                 } else {
                     Block {
                         before: vec![bn("conv_dw", "bn1", depthwise, act)?],
                         squeeze_excite,
-                        after: bn("conv_pw", "bn2", ConvSpec::same(mid, def.channels, 1), Act::Identity)?,
+                        after: bn(
+                            "conv_pw",
+                            "bn2",
+                            ConvSpec::same(mid, def.channels, 1),
+                            Act::Identity,
+                        )?,
                         skip: stride == 1 && c_in == def.channels,
                     }
                 };

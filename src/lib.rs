@@ -2,15 +2,18 @@
 //! reproduces the RankSEG papers' tables.
 //!
 //! Data flows one way: [`config`] -> [`data`] -> [`models`] -> probabilities ->
-//! [`predict`] -> [`metrics`] -> [`runner`] results -> [`report`] tables.
+//! [`predict`] -> [`metrics`] -> [`runner`] results -> [`report`] tables; [`experiment`]
+//! drives one `exp` run through them.
 
 pub mod ablation;
 pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod experiment;
 pub mod metrics;
 pub mod models;
+pub mod paths;
 pub mod predict;
 pub mod report;
 pub mod runner;

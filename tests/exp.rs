@@ -137,10 +137,10 @@ fn voc_matches_the_python_pipeline() {
             }
         }
         let run = read_json(&out.path().join("run.json"));
-        assert_eq!(run["data_yaml"]["values"]["num_classes"], 21);
-        assert_eq!(run["checkpoint"]["sha256"].as_str().unwrap().len(), 64);
         for predict in ["argmax", "rankseg_rma", "rankseg_rma_iou"] {
             let entry = &run["predictions"][predict];
+            assert_eq!(entry["configs"]["data_yaml"]["values"]["num_classes"], 21);
+            assert_eq!(entry["checkpoint"]["sha256"].as_str().unwrap().len(), 64);
             assert_eq!(entry["images"], 7, "{predict}: every listed image was read");
             assert_eq!(entry["scored_images"], 6);
             assert!(entry["seconds"]["forward"].as_f64().unwrap() > 0.0);
@@ -496,14 +496,30 @@ fn kits_volumes_prepare_and_evaluate_per_case() {
     assert!(rows[0].starts_with("00000_1,0,"), "{csv}");
 }
 
+/// A copy of a fixture folder that a test may change.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
 #[test]
-fn a_finished_run_is_not_redone_and_changed_configs_need_force() {
+fn a_finished_run_is_not_redone_and_any_changed_input_needs_force() {
     let out = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("voc"), data.path());
     let small_yaml = fixture("voc_small.yaml");
     let args = |data_yaml: &str| -> Vec<String> {
         [
             "--data_dir",
-            path_str(&fixture("voc")),
+            path_str(data.path()),
             "--data_yaml",
             data_yaml,
             "--model_checkpoint",
@@ -530,9 +546,49 @@ fn a_finished_run_is_not_redone_and_changed_configs_need_force() {
         .success()
         .stderr(contains("nothing to do"));
     assert_eq!(std::fs::metadata(&metrics).unwrap().modified().unwrap(), modified);
-    run("pascal_voc", &[]).failure().stderr(contains("--force"));
-    run("pascal_voc", &["--force"]).success();
+    run("pascal_voc", &[])
+        .code(1)
+        .stderr(contains("--force"))
+        .stderr(contains("config.data_yaml.name"));
+
+    // One label changed in place, same size: the data digest sees it.
+    let label = data
+        .path()
+        .join("VOCdevkit/VOC2012/SegmentationClassAug/2007_000033.png");
+    let (mut pixels, info) = {
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&label).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        (buf, info)
+    };
+    pixels[0] = if pixels[0] == 1 { 2 } else { 1 };
+    write_png(
+        &label,
+        info.width,
+        info.height,
+        png::ColorType::Grayscale,
+        &pixels[..info.buffer_size()],
+    );
+    run(path_str(&small_yaml), &[])
+        .code(1)
+        .stderr(contains("data.files"))
+        .stderr(contains("--force"));
+    assert_eq!(std::fs::metadata(&metrics).unwrap().modified().unwrap(), modified);
+    run(path_str(&small_yaml), &["--force"]).success();
     assert_ne!(std::fs::metadata(&metrics).unwrap().modified().unwrap(), modified);
+    let run_json = read_json(&out.path().join("run.json"));
+    let parts = &run_json["predictions"]["argmax"]["fingerprint"]["parts"];
+    for key in [
+        "build.git_revision",
+        "build.rankseg",
+        "device",
+        "checkpoint.weights",
+        "checkpoint.config",
+        "data.files",
+    ] {
+        assert!(parts[key].is_string(), "the fingerprint covers {key}: {parts}");
+    }
 }
 
 #[test]

@@ -9,6 +9,11 @@ use serde_json::json;
 
 /// A finished `exp` output directory with the given predictions' per-image IoU values.
 fn fake_run(dir: &Path, model: &str, data: &str, predictions: &[(&str, Vec<f64>)]) {
+    fake_run_of(dir, model, data, "w0", predictions)
+}
+
+/// The same, evaluated with the checkpoint whose digest `weights` stands for.
+fn fake_run_of(dir: &Path, model: &str, data: &str, weights: &str, predictions: &[(&str, Vec<f64>)]) {
     std::fs::create_dir_all(dir).unwrap();
     let mut entries = serde_json::Map::new();
     for (name, ious) in predictions {
@@ -20,13 +25,33 @@ fn fake_run(dir: &Path, model: &str, data: &str, predictions: &[(&str, Vec<f64>)
             csv += &format!("img{i:03},{v},{}\n", v + 5.0);
         }
         std::fs::write(dir.join(format!("{name}.per_image.csv")), csv).unwrap();
-        entries.insert(name.to_string(), json!({ "fingerprint": "x" }));
+        entries.insert(name.to_string(), run_entry(model, data, weights));
     }
-    let run = json!({
-        "model_yaml": { "name": model },
-        "data_yaml": { "name": data },
-        "predictions": entries,
-    });
+    write_run_json(dir, entries);
+}
+
+/// A run.json entry as `exp` writes it; `weights` stands for the checkpoint's digest.
+fn run_entry(model: &str, data: &str, weights: &str) -> serde_json::Value {
+    json!({
+        "model": model,
+        "dataset": data,
+        "configs": {},
+        "predict": {},
+        "data_dir": "/data",
+        "checkpoint": null,
+        "build": { "rankseg": "0", "git_revision": "x", "candle_core": "0", "polars": "0", "hf_hub": "0" },
+        "device": "cpu",
+        "threads": 1,
+        "batch_size": 1,
+        "fingerprint": { "digest": weights, "parts": { "checkpoint.weights": weights, "data.files": "d0" } },
+        "images": 1,
+        "scored_images": 1,
+        "seconds": { "forward": 0.0, "predict": 0.0, "metric": 0.0 },
+    })
+}
+
+fn write_run_json(dir: &Path, entries: serde_json::Map<String, serde_json::Value>) {
+    let run = json!({ "format": 2, "predictions": entries });
     std::fs::write(dir.join("run.json"), run.to_string()).unwrap();
 }
 
@@ -174,12 +199,11 @@ fn ct_runs_bootstrap_over_cases() {
         let metrics = json!({ "mIoUI": 42.5 + shift });
         std::fs::write(run.join(format!("{name}.metrics.json")), metrics.to_string()).unwrap();
     }
-    let run_json = json!({
-        "model_yaml": { "name": "segformer_mit_b0" },
-        "data_yaml": { "name": "lits_fold0" },
-        "predictions": { "argmax": {}, "rankseg_rma": {} },
-    });
-    std::fs::write(run.join("run.json"), run_json.to_string()).unwrap();
+    let mut entries = serde_json::Map::new();
+    for name in ["argmax", "rankseg_rma"] {
+        entries.insert(name.into(), run_entry("segformer_mit_b0", "lits_fold0", "w0"));
+    }
+    write_run_json(&run, entries);
     let out = dir.path().join("t");
     Command::cargo_bin("rankseg")
         .unwrap()
@@ -194,5 +218,108 @@ fn ct_runs_bootstrap_over_cases() {
         (row[6], row[7]),
         ("2.0", "2.0"),
         "every case improves by exactly 2: {deltas}"
+    );
+}
+
+fn table(runs: &[&Path], out: &Path) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("rankseg")
+        .unwrap()
+        .args(["table", "--out", out.to_str().unwrap(), "--runs"])
+        .args(runs)
+        .assert()
+}
+
+#[test]
+fn runs_of_one_model_from_two_checkpoints_get_their_own_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("seed0"), dir.path().join("seed1"));
+    fake_run_of(
+        &a,
+        "unet_resnet50d",
+        "lits_fold0",
+        "w0",
+        &[("argmax", ious(8, 0.0, 1.0)), ("rankseg_rma", ious(8, 1.0, 1.0))],
+    );
+    fake_run_of(
+        &b,
+        "unet_resnet50d",
+        "lits_fold0",
+        "w1",
+        &[("argmax", ious(8, 5.0, 1.0)), ("rankseg_rma", ious(8, 7.0, 1.0))],
+    );
+    let out = dir.path().join("t");
+    table(&[&a, &b], &out).success();
+    let csv = std::fs::read_to_string(dir.path().join("t.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+    for (run, argmax, rma) in [
+        (&a, mean(ious(8, 0.0, 1.0)), mean(ious(8, 1.0, 1.0))),
+        (&b, mean(ious(8, 5.0, 1.0)), mean(ious(8, 7.0, 1.0))),
+    ] {
+        let model = format!("unet_resnet50d [{}]", run.display());
+        let row = |p: &str| {
+            rows.iter()
+                .find(|r| r.starts_with(&format!("{model},{p},")))
+                .unwrap_or_else(|| panic!("no {model} {p} row in {csv}"))
+                .to_string()
+        };
+        assert!(row("argmax").contains(&format!("{argmax:.2}")), "{csv}");
+        // Each run's delta is against its own baseline.
+        assert!(
+            row("rankseg_rma").contains(&format!("{rma:.2} (+{:.2})", rma - argmax)),
+            "{csv}"
+        );
+    }
+}
+
+#[test]
+fn predictions_of_one_checkpoint_in_two_directories_share_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("argmax"), dir.path().join("rma"));
+    fake_run_of(
+        &a,
+        "unet_resnet50d",
+        "lits_fold0",
+        "w0",
+        &[("argmax", ious(8, 0.0, 1.0))],
+    );
+    fake_run_of(
+        &b,
+        "unet_resnet50d",
+        "lits_fold0",
+        "w0",
+        &[("rankseg_rma", ious(8, 1.0, 1.0))],
+    );
+    let out = dir.path().join("t");
+    table(&[&a, &b], &out).success();
+    let csv = std::fs::read_to_string(dir.path().join("t.csv")).unwrap();
+    let rma = ious(8, 1.0, 1.0).iter().sum::<f64>() / 8.0;
+    assert!(
+        csv.contains(&format!("unet_resnet50d,rankseg_rma,{rma:.2} (+1.00)")),
+        "{csv}"
+    );
+}
+
+#[test]
+fn a_run_given_twice_or_an_unreadable_run_json_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    fake_run(&a, "m", "d", &[("argmax", ious(4, 0.0, 1.0))]);
+    let out = dir.path().join("t");
+    table(&[&a, &a], &out).code(1).stderr(contains("given twice"));
+    let b = dir.path().join("b");
+    fake_run(&b, "m", "d", &[("argmax", ious(4, 0.0, 1.0))]);
+    std::fs::write(
+        b.join("run.json"),
+        "{\"format\": 2, \"predictions\": {\"argmax\": {}}}",
+    )
+    .unwrap();
+    table(&[&a, &b], &out)
+        .code(1)
+        .stderr(contains(b.join("run.json").display().to_string()));
+    assert!(
+        !dir.path().join("t.csv").exists(),
+        "no table from unreadable runs"
     );
 }

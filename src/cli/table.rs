@@ -7,6 +7,7 @@ use clap::Args;
 use polars::prelude::*;
 
 use crate::atomic::write_string_atomic;
+use crate::paths::with_suffix;
 use crate::report::paper::{build, collect, TableSpec};
 use crate::report::{markdown, write_csv};
 
@@ -31,12 +32,6 @@ pub struct TableArgs {
     seed: u64,
 }
 
-fn with_extension(stem: &std::path::Path, ext: &str) -> PathBuf {
-    let mut name = stem.as_os_str().to_owned();
-    name.push(ext);
-    PathBuf::from(name)
-}
-
 pub fn run(args: TableArgs) -> Result<()> {
     let results = collect(&args.runs)?;
     if results.is_empty() {
@@ -53,8 +48,8 @@ pub fn run(args: TableArgs) -> Result<()> {
         Some("md" | "csv") => args.out.with_extension(""),
         _ => args.out.clone(),
     };
-    write_csv(&with_extension(&stem, ".csv"), &mut table.wide)?;
-    write_csv(&with_extension(&stem, ".deltas.csv"), &mut table.deltas)?;
+    write_csv(&with_suffix(&stem, ".csv"), &mut table.wide)?;
+    write_csv(&with_suffix(&stem, ".deltas.csv"), &mut table.deltas)?;
     let intervals = readable_deltas(&table.deltas)?;
     let text = format!(
         "{} per model and prediction; in brackets the change from {} on the same model and data.\n\n{}\n\
@@ -65,7 +60,7 @@ pub fn run(args: TableArgs) -> Result<()> {
         args.draws,
         markdown(&intervals)
     );
-    write_string_atomic(&with_extension(&stem, ".md"), &text)?;
+    write_string_atomic(&with_suffix(&stem, ".md"), &text)?;
     print!("{}", markdown(&table.wide));
     Ok(())
 }

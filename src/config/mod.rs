@@ -41,6 +41,19 @@ impl Kind {
         }
     }
 
+    /// The `rankseg exp` flag that names a config of this kind, without dashes.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Kind::Models => "model_yaml",
+            Kind::Datas => "data_yaml",
+            Kind::Losses => "loss_yaml",
+            Kind::Predict => "predict_yaml",
+            Kind::Test => "test_yaml",
+            Kind::Schedules => "schedule_yaml",
+            Kind::Optims => "optim_yaml",
+        }
+    }
+
     /// The shipped names of this kind, sorted.
     pub fn names(self) -> Vec<String> {
         let mut names: Vec<String> = CONFIGS
@@ -116,11 +129,4 @@ impl Source {
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
         serde_yaml::from_str(&self.text).with_context(|| format!("{}: invalid config", self.origin))
     }
-}
-
-/// Finds and parses a config in one step.
-pub fn load<T: DeserializeOwned>(kind: Kind, spec: &str) -> Result<(Source, T)> {
-    let source = find(kind, spec)?;
-    let value = source.parse()?;
-    Ok((source, value))
 }

@@ -39,17 +39,25 @@ pub struct InfConfig {
     pub stride_rate: f64,
 }
 
+/// The experiment's METRIC keys: metric groups D (over the dataset), I (per image) and C
+/// (per class), and the calibration errors.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(non_snake_case)]
 pub struct MetricConfig {
-    pub accuracyD: bool,
-    pub accuracyI: bool,
-    pub accuracyC: bool,
-    pub ECED: bool,
-    pub ECEI: bool,
-    pub SCED: bool,
-    pub SCEI: bool,
+    #[serde(rename = "accuracyD")]
+    pub accuracy_dataset: bool,
+    #[serde(rename = "accuracyI")]
+    pub accuracy_image: bool,
+    #[serde(rename = "accuracyC")]
+    pub accuracy_class: bool,
+    #[serde(rename = "ECED")]
+    pub ece_dataset: bool,
+    #[serde(rename = "ECEI")]
+    pub ece_image: bool,
+    #[serde(rename = "SCED")]
+    pub sce_dataset: bool,
+    #[serde(rename = "SCEI")]
+    pub sce_image: bool,
     pub num_bins: usize,
     pub q: u32,
     #[serde(default)]

@@ -46,6 +46,10 @@ pub struct Entry {
 pub trait Dataset: Send + Sync {
     fn entries(&self) -> &[Entry];
     fn load(&self, entry: &Entry) -> Result<Sample>;
+    /// The file `load` reads the entry's label from (what a run's fingerprint digests).
+    fn label_file(&self, entry: &Entry) -> PathBuf {
+        entry.label.clone()
+    }
     /// Whether `Sample::input` holds probabilities rather than a model input.
     fn gives_probabilities(&self) -> bool {
         false

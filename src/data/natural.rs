@@ -80,6 +80,13 @@ impl Dataset for ImageFolder {
         &self.entries
     }
 
+    fn label_file(&self, entry: &Entry) -> PathBuf {
+        match cityscapes::label_ids_file(&entry.label) {
+            Some(ids) if !entry.label.exists() => ids,
+            _ => entry.label.clone(),
+        }
+    }
+
     fn load(&self, entry: &Entry) -> Result<Sample> {
         let rgb = read_rgb(&entry.input)?;
         let (label, height, width) = self.label(&entry.label)?;

@@ -13,13 +13,13 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ops::require_float;
 use crate::config::Source;
 
 /// A model yaml (`configs/models/NAME.yaml`): where the checkpoint lives.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelYaml {
     /// The architecture family: `segformer` or `upernet`; checked against config.json.

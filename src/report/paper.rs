@@ -11,55 +11,82 @@ use polars::prelude::*;
 use serde_json::Value;
 
 use super::bootstrap::paired_interval;
-use crate::runner::results::{metrics_path, per_image_path, read_run_json};
+use crate::runner::results::{metrics_path, per_image_path};
+use crate::runner::run_json;
 
 /// One predictor's finished run.
 #[derive(Clone, Debug)]
 pub struct RunResult {
+    /// The model as the table names it: run.json's model, followed by the run directory
+    /// when another run of the same model, prediction and dataset is tabulated too.
     pub model: String,
     pub dataset: String,
     pub prediction: String,
     pub metrics: serde_json::Map<String, Value>,
     pub per_image: PathBuf,
+    /// The output directory it came from.
+    pub dir: PathBuf,
+    /// The checkpoint and data it was evaluated on (fingerprint parts).
+    inputs: [Option<String>; 2],
 }
 
-/// Every finished predictor run in the given output directories.
+/// Every finished predictor run in the given output directories. Runs that share model,
+/// prediction and dataset are kept apart (their model names get the run directory), never
+/// merged or dropped.
 pub fn collect(dirs: &[PathBuf]) -> Result<Vec<RunResult>> {
     let mut results = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
     for dir in dirs {
-        let run = read_run_json(dir)?.with_context(|| {
+        let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        if seen.contains(&canonical) {
+            bail!("{} is given twice in --runs", dir.display());
+        }
+        seen.push(canonical);
+        let run = run_json::read(dir)?.with_context(|| {
             format!(
-                "{} has no run.json: is it an `rankseg exp` output directory?",
+                "{} has no run.json: is it a `rankseg exp` output directory?",
                 dir.display()
             )
         })?;
-        let name = |key: &str| run.get(key).and_then(|v| v.get("name")).and_then(Value::as_str);
-        let model = name("model_yaml")
-            .map(str::to_string)
-            .or_else(|| {
-                let source = run.get("checkpoint")?.get("source")?.as_str()?;
-                Path::new(source)
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-            })
-            .unwrap_or_else(|| "probabilities".into());
-        let dataset = name("data_yaml").unwrap_or("unknown").to_string();
-        let Some(Value::Object(predictions)) = run.get("predictions") else {
+        if run.predictions.is_empty() {
             bail!("{}: run.json lists no finished predictions", dir.display());
-        };
-        for prediction in predictions.keys() {
-            let path = metrics_path(dir, prediction);
+        }
+        for (prediction, entry) in run.predictions {
+            let path = metrics_path(dir, &prediction);
             let text =
                 std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let metrics: serde_json::Map<String, Value> = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a JSON object", path.display()))?;
             results.push(RunResult {
-                model: model.clone(),
-                dataset: dataset.clone(),
-                prediction: prediction.clone(),
+                model: entry.model.clone(),
+                dataset: entry.dataset.clone(),
+                per_image: per_image_path(dir, &prediction),
+                prediction,
                 metrics,
-                per_image: per_image_path(dir, prediction),
+                dir: dir.clone(),
+                inputs: ["checkpoint.weights", "data.files"]
+                    .map(|key| entry.fingerprint.parts.get(key).cloned()),
             });
+        }
+    }
+    // Runs of one model on one dataset share rows (each prediction's delta is taken against
+    // the baseline of the same rows) only when they come from the same checkpoint and data
+    // and no prediction appears twice; otherwise every one of them is told apart by its
+    // directory.
+    let mut split: Vec<(String, String)> = Vec::new();
+    for r in &results {
+        let same = |o: &&RunResult| o.model == r.model && o.dataset == r.dataset;
+        let mixed = results
+            .iter()
+            .filter(same)
+            .any(|o| o.inputs != r.inputs || (o.dir != r.dir && o.prediction == r.prediction));
+        if mixed {
+            split.push((r.model.clone(), r.dataset.clone()));
+        }
+    }
+    for r in &mut results {
+        if split.contains(&(r.model.clone(), r.dataset.clone())) {
+            r.model = format!("{} [{}]", r.model, r.dir.display());
         }
     }
     Ok(results)

@@ -3,6 +3,7 @@
 
 pub mod inference;
 pub mod results;
+pub mod run_json;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -25,14 +26,36 @@ pub struct Evaluation<'a> {
     pub predict: &'a PredictConfig,
     pub metric: MetricSpec,
     pub q: u32,
-    /// Which of the D, I and C metric groups to report.
-    pub groups: [bool; 3],
+    pub groups: MetricGroups,
     pub calibration: CalibrationSpec,
     pub batch_size: usize,
     /// Metrics per case, then averaged over cases (LiTS, KiTS).
     pub per_case: bool,
     /// Where to write coloured predictions, if asked.
     pub save_pred: Option<results::PredictionImages>,
+}
+
+/// Which metric groups to report: over the dataset (D), per image (I), per class (C).
+#[derive(Clone, Copy, Debug)]
+pub struct MetricGroups {
+    pub dataset: bool,
+    pub image: bool,
+    pub class: bool,
+}
+
+impl MetricGroups {
+    /// Whether a reference key (`Acc`, `mIoUD`, `mDiceI`, `mIoUC`, ...) is reported.
+    fn reports(&self, key: &str) -> bool {
+        let rest = ["Acc", "IoU", "Dice"]
+            .iter()
+            .find_map(|name| key.strip_prefix('m').and_then(|k| k.strip_prefix(name)))
+            .unwrap_or("D");
+        match rest.chars().next() {
+            Some('I') => self.image,
+            Some('C') => self.class,
+            _ => self.dataset,
+        }
+    }
 }
 
 /// One scored image.
@@ -44,7 +67,7 @@ pub struct ImageRow {
     pub dice: f64,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Seconds {
     pub forward: f64,
     pub predict: f64,
@@ -196,19 +219,6 @@ fn image_prediction(
     }
 }
 
-/// Which metric group (D, I, C) a reference key belongs to.
-fn group_of(key: &str) -> usize {
-    let rest = ["Acc", "IoU", "Dice"]
-        .iter()
-        .find_map(|name| key.strip_prefix('m').and_then(|k| k.strip_prefix(name)))
-        .unwrap_or("D");
-    match rest.chars().next() {
-        Some('I') => 1,
-        Some('C') => 2,
-        _ => 0,
-    }
-}
-
 type Reduced = (Vec<(String, f64)>, Vec<ImageRow>);
 
 /// The metrics over all images, or per case and then averaged over the cases.
@@ -242,7 +252,7 @@ fn reduce(
         let mut values: Vec<(String, f64)> = summary
             .values
             .into_iter()
-            .filter(|(k, _)| eval.groups[group_of(k)])
+            .filter(|(k, _)| eval.groups.reports(k))
             .collect();
         if let Some(cal) = calibration.get(key) {
             values.extend(cal.values());

@@ -1,11 +1,10 @@
 //! Result files of a run, in `--output_dir`: `<predict>.metrics.json`,
-//! `<predict>.per_image.csv`, `run.json` (one entry per predictor, written last, so an
-//! entry there means the run finished), and optional prediction PNGs. Every file is
-//! written atomically.
+//! `<predict>.per_image.csv` and optional prediction PNGs (run.json: `run_json`). Every
+//! file is written atomically.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use polars::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -13,6 +12,7 @@ use super::{ImageRow, Outcome};
 use crate::atomic::{write_atomic, write_string_atomic};
 use crate::data::{write_palette_png, Entry};
 use crate::metrics::{MetricSpec, Prediction};
+use crate::paths::with_suffix;
 
 pub fn metrics_path(dir: &Path, predict: &str) -> PathBuf {
     dir.join(format!("{predict}.metrics.json"))
@@ -20,10 +20,6 @@ pub fn metrics_path(dir: &Path, predict: &str) -> PathBuf {
 
 pub fn per_image_path(dir: &Path, predict: &str) -> PathBuf {
     dir.join(format!("{predict}.per_image.csv"))
-}
-
-pub fn run_json_path(dir: &Path) -> PathBuf {
-    dir.join("run.json")
 }
 
 /// NaN (a mean over nothing) is written as null.
@@ -58,16 +54,9 @@ pub fn per_image_frame(rows: &[ImageRow]) -> Result<DataFrame> {
     Ok(DataFrame::new_infer_height(columns)?)
 }
 
-/// The run's record in run.json under `entry`.
-pub struct RunRecord {
-    /// Keys shared by every predictor of the run (configs, checkpoint, versions).
-    pub shared: Map<String, Value>,
-    /// This predictor's own keys (its config, a fingerprint of everything that decides
-    /// the numbers).
-    pub entry: Map<String, Value>,
-}
-
-pub fn write(dir: &Path, predict: &str, outcome: &Outcome, record: RunRecord) -> Result<()> {
+/// Writes the run's metrics and per-image files (run.json is updated after them, by the
+/// caller, so an entry there means these are complete).
+pub fn write(dir: &Path, predict: &str, outcome: &Outcome) -> Result<()> {
     let mut frame = per_image_frame(&outcome.per_image)?;
     write_atomic(&per_image_path(dir, predict), |out| {
         CsvWriter::new(out).finish(&mut frame)?;
@@ -81,56 +70,7 @@ pub fn write(dir: &Path, predict: &str, outcome: &Outcome, record: RunRecord) ->
     write_string_atomic(
         &metrics_path(dir, predict),
         &(serde_json::to_string_pretty(&metrics)? + "\n"),
-    )?;
-
-    let mut run = read_run_json(dir)?.unwrap_or_default();
-    for (k, v) in record.shared {
-        run.insert(k, v);
-    }
-    let mut entry = record.entry;
-    entry.insert("images".into(), json!(outcome.images));
-    entry.insert("scored_images".into(), json!(outcome.per_image.len()));
-    entry.insert(
-        "seconds".into(),
-        json!({
-            "forward": outcome.seconds.forward,
-            "predict": outcome.seconds.predict,
-            "metric": outcome.seconds.metric,
-        }),
-    );
-    let predictions = run.entry("predictions").or_insert_with(|| json!({}));
-    if let Value::Object(map) = predictions {
-        map.insert(predict.to_string(), Value::Object(entry));
-    }
-    write_string_atomic(&run_json_path(dir), &(serde_json::to_string_pretty(&run)? + "\n"))
-}
-
-pub fn read_run_json(dir: &Path) -> Result<Option<Map<String, Value>>> {
-    let path = run_json_path(dir);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let value: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
-    match value {
-        Value::Object(map) => Ok(Some(map)),
-        _ => anyhow::bail!("{} is not a JSON object", path.display()),
-    }
-}
-
-/// The fingerprint recorded for a finished predictor run, if there is one.
-pub fn finished_fingerprint(dir: &Path, predict: &str) -> Result<Option<String>> {
-    if !metrics_path(dir, predict).exists() {
-        return Ok(None);
-    }
-    Ok(read_run_json(dir)?.and_then(|run| {
-        run.get("predictions")?
-            .get(predict)?
-            .get("fingerprint")?
-            .as_str()
-            .map(str::to_string)
-    }))
+    )
 }
 
 /// Coloured predictions and labels as palette PNGs (`<predict>.pred/<id>_pred.png` and
@@ -196,10 +136,4 @@ impl PredictionImages {
         )?;
         write_palette_png(&with_suffix(&stem, ".png"), &label, height, width, &self.palette)
     }
-}
-
-fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
-    let mut name = stem.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }

@@ -145,7 +145,7 @@ fn adjust_heap<T: Prob>(a: &mut [Item<T>], mut hole: usize, len: usize, value: I
         a[hole] = a[child];
         hole = child;
     }
-    if len % 2 == 0 && len >= 2 && child == (len - 2) / 2 {
+    if len.is_multiple_of(2) && len >= 2 && child == (len - 2) / 2 {
         child = 2 * (child + 1);
         a[hole] = a[child - 1];
         hole = child - 1;

@@ -136,7 +136,7 @@ impl Inference<'_> {
             // int(h * r), kept odd when the image is odd, as the experiment does.
             let scaled = |size: usize| {
                 let s = (size as f64 * ratio) as usize;
-                if size % 2 == 1 && s % 2 == 0 {
+                if size % 2 == 1 && s.is_multiple_of(2) {
                     s + 1
                 } else {
                     s

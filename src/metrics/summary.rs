@@ -27,7 +27,6 @@ impl Ratio {
 /// One image's scores: the mean over its scored classes (binary: class 1's).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ImageMetrics {
-    pub acc: f64,
     pub iou: f64,
     pub dice: f64,
 }
@@ -157,7 +156,6 @@ pub fn summarize(images: &[ImageCounts], spec: &MetricSpec, q: u32) -> Summary {
 
     let per_image = (0..images.len())
         .map(|i| ImageMetrics {
-            acc: per_ratio[0][i],
             iou: per_ratio[1][i],
             dice: per_ratio[2][i],
         })

@@ -15,7 +15,7 @@ use super::multiclass::selections;
 use super::objective::RmaObjective;
 use super::rma::{self, RmaSearch};
 use super::torch_sum::torch_sum;
-use super::volume::{Cut, CHUNK};
+use super::volume::{sorted_descending, Cut, CHUNK};
 use super::{Metric, PredictError, Prediction, ProbMap};
 
 /// The experiment's activity threshold (`TRUNCATE_PROB`).
@@ -170,12 +170,8 @@ pub fn rankseg_ba(map: &ProbMap<f32>, smooth: f64) -> Result<Prediction, Predict
             let volume = ba::volume(row, smooth);
             let mut labels = vec![0i64; row.len()];
             if volume > 0 {
-                let sorted = ba::sorted_descending(row);
-                let value = sorted[volume - 1];
-                let cut = Cut::top(row, volume, value, volume < row.len() && sorted[volume] == value);
-                for (i, (label, &p)) in labels.iter_mut().zip(row.iter()).enumerate() {
-                    *label = i64::from(cut.selects(i, p));
-                }
+                Cut::top_of_sorted(row, &sorted_descending(row.to_vec()), volume)
+                    .write_mask(row, &mut labels);
             }
             labels
         })
@@ -195,17 +191,11 @@ mod ba {
     use super::super::rankdice::ba_scores;
     use super::super::rankdice::refined_normal::{quantile, RefinedNormal};
     use super::super::torch_sum::torch_sum;
+    use super::super::volume::sorted_descending;
 
     const TAIL: f64 = 1e-4;
     const PRUNE_AT: f32 = 0.5;
     const BA_ABOVE_MEAN: f32 = 50.0;
-
-    pub fn sorted_descending(row: &[f32]) -> Vec<f32> {
-        let mut sorted = row.to_vec();
-        radsort::sort(&mut sorted);
-        sorted.reverse();
-        sorted
-    }
 
     /// The law of the volume with the given float32 moments.
     fn law(mean: f32, var: f32, m3: f32) -> RefinedNormal {
@@ -218,7 +208,7 @@ mod ba {
 
     pub fn volume(row: &[f32], smooth: f64) -> usize {
         let dim = row.len();
-        let sorted = sorted_descending(row);
+        let sorted = sorted_descending(row.to_vec());
         if sorted[0] <= PRUNE_AT {
             return 0;
         }

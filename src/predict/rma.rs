@@ -144,9 +144,7 @@ impl<T: Prob> RmaSearch<T> {
             .zip(self.cuts.par_iter())
             .for_each(|((mask, row), cut)| {
                 if let Some(cut) = cut {
-                    for (i, (m, &p)) in mask.iter_mut().zip(row).enumerate() {
-                        *m = cut.selects(i, p) as u8;
-                    }
+                    cut.write_mask(row, mask);
                 }
             });
         out

@@ -21,6 +21,13 @@ const MAX_LEVELS: usize = 4;
 /// Fixed chunking keeps f64 partial sums, and so the output, independent of thread count.
 pub const CHUNK: usize = 1 << 15;
 
+/// Values only (their order among ties cannot matter), largest first: a radix sort.
+pub fn sorted_descending<T: Prob>(mut values: Vec<T>) -> Vec<T> {
+    radsort::sort(&mut values);
+    values.reverse();
+    values
+}
+
 /// The pixels a row selects: every `p > value`, and of the pixels equal to `value` either
 /// all or, when the cut runs through them, those listed in `ties` (sorted indices).
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +53,20 @@ impl<T: Prob> Cut<T> {
         Cut {
             value,
             ties: Some(ties.into()),
+        }
+    }
+
+    /// The first `volume` (> 0) pixels in torch's descending order, given the row's values
+    /// in descending order (at least through position `volume`, where the row has it).
+    pub fn top_of_sorted(row: &[T], sorted: &[T], volume: usize) -> Self {
+        let value = sorted[volume - 1];
+        Cut::top(row, volume, value, sorted.get(volume) == Some(&value))
+    }
+
+    /// The selection of `row` as 0/1 values.
+    pub fn write_mask<M: From<bool>>(&self, row: &[T], out: &mut [M]) {
+        for (i, (m, &p)) in out.iter_mut().zip(row).enumerate() {
+            *m = M::from(self.selects(i, p));
         }
     }
 

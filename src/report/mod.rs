@@ -66,31 +66,46 @@ pub fn write_csv(path: &Path, frame: &mut DataFrame) -> Result<()> {
     })
 }
 
-/// A frame as a GitHub markdown table: every row and column, no dtypes or shape line, and
-/// missing text cells left blank.
+/// A frame as a GitHub markdown table: every row and column, columns padded to their
+/// widest cell, missing text cells left blank. (Rendered here rather than by polars'
+/// Display, whose table options are read from environment variables only.)
 pub fn markdown(frame: &DataFrame) -> String {
-    let blank_nulls = |column: &Column| -> Column {
-        match column.str() {
-            Ok(text) if column.null_count() > 0 => Column::new(
-                column.name().clone(),
-                text.iter().map(|v| v.unwrap_or("")).collect::<Vec<_>>(),
-            ),
-            _ => column.clone(),
+    let columns = frame.columns();
+    let cells: Vec<Vec<String>> = columns
+        .iter()
+        .map(|column| {
+            let header = column.name().to_string();
+            let body = (0..column.len()).map(|i| match column.get(i) {
+                Ok(AnyValue::Null) if column.dtype() == &DataType::String => String::new(),
+                Ok(AnyValue::String(text)) => text.to_string(),
+                Ok(AnyValue::StringOwned(text)) => text.to_string(),
+                Ok(value) => value.to_string(),
+                Err(_) => String::new(),
+            });
+            std::iter::once(header).chain(body).collect()
+        })
+        .collect();
+    let widths: Vec<usize> = cells
+        .iter()
+        .map(|column| column.iter().map(|c| c.chars().count()).max().unwrap_or(0))
+        .collect();
+    let line = |row: usize| -> String {
+        let mut text = String::from("|");
+        for (column, width) in cells.iter().zip(&widths) {
+            let cell = &column[row];
+            let pad = width - cell.chars().count();
+            text += &format!(" {cell}{} |", " ".repeat(pad));
         }
+        text + "\n"
     };
-    let frame = DataFrame::new_infer_height(frame.columns().iter().map(blank_nulls).collect())
-        .unwrap_or_else(|_| frame.clone());
-    for (key, value) in [
-        ("POLARS_FMT_TABLE_FORMATTING", "ASCII_MARKDOWN"),
-        ("POLARS_FMT_TABLE_HIDE_COLUMN_DATA_TYPES", "1"),
-        ("POLARS_FMT_TABLE_HIDE_DATAFRAME_SHAPE_INFORMATION", "1"),
-        ("POLARS_FMT_MAX_ROWS", "-1"),
-        ("POLARS_FMT_MAX_COLS", "-1"),
-        ("POLARS_FMT_STR_LEN", "1000"),
-        ("POLARS_TABLE_WIDTH", "65535"),
-    ] {
-        // polars reads its display options from the environment only.
-        std::env::set_var(key, value);
+    let mut out = line(0);
+    out += "|";
+    for width in &widths {
+        out += &format!("{}|", "-".repeat(width + 2));
     }
-    format!("{frame}\n")
+    out += "\n";
+    for row in 1..=frame.height() {
+        out += &line(row);
+    }
+    out
 }

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use super::exact::{top_t_scores, EXACT_MAX_DIM};
 use super::refined_normal::RefinedNormal;
 use crate::predict::rma::RowStats;
-use crate::predict::volume::Cut;
+use crate::predict::volume::{sorted_descending, Cut};
 use crate::predict::{Metric, PredictError, Prob, ProbMap};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,11 +62,7 @@ pub fn masks<T: Prob>(
                 }
             };
             if volume > 0 {
-                let value = sorted[volume - 1];
-                let cut = Cut::top(row, volume, value, sorted.get(volume) == Some(&value));
-                for (i, (m, &p)) in mask.iter_mut().zip(row).enumerate() {
-                    *m = cut.selects(i, p) as u8;
-                }
+                Cut::top_of_sorted(row, &sorted, volume).write_mask(row, mask);
             }
         });
     Ok(out)
@@ -131,13 +127,6 @@ impl<T: Prob> VolumeLaw<T> {
             skew: skew.to_f64(),
         }
     }
-}
-
-/// Values only (their order among ties cannot matter), largest first: a radix sort.
-fn sorted_descending<T: Prob>(mut values: Vec<T>) -> Vec<T> {
-    radsort::sort(&mut values);
-    values.reverse();
-    values
 }
 
 /// The part of a row the BA/TRNA search can reach: its largest values in descending order

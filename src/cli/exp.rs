@@ -296,8 +296,8 @@ pub fn run(args: ExpArgs) -> Result<()> {
         }
     }
     let inf = &configs.test.inf;
-    if inf.flip && inf.ratios.len() == 1 {
-        eprintln!("note: INF.flip is ignored with a single ratio, as the experiment code ignores it");
+    if inf.flip && inf.ratios == [1.0] {
+        eprintln!("note: INF.flip is ignored with ratios [1], as the experiment code ignores it");
     }
     let inference = model.as_ref().map(|model| Inference {
         model,
@@ -340,6 +340,7 @@ pub fn run(args: ExpArgs) -> Result<()> {
             ignore_index: configs.data.ignore_index,
         },
         batch_size,
+        log_iters: configs.test.iter.log_iters,
         per_case: configs.data.dataset.medical(),
         save_pred: configs.test.iter.save_pred.then(|| PredictionImages {
             dir: out.join(format!("{predict_name}.pred")),

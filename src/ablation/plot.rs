@@ -3,28 +3,37 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
 use super::Record;
+use crate::atomic::write_atomic;
 
-/// Where Debian's fonts-dejavu-core puts the font the labels are drawn with.
-const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+/// DejaVu Sans (Bitstream Vera licence, assets/fonts/LICENSE), built into the binary so that
+/// the plot draws its labels on any machine, whatever fonts it has installed.
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
-fn load_font() -> Result<()> {
-    let bytes = std::fs::read(FONT)
-        .with_context(|| format!("cannot read the plot font {FONT} (install fonts-dejavu-core)"))?;
-    register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        Box::leak(bytes.into_boxed_slice()),
-    )
-    .map_err(|_| anyhow!("{FONT} is not a usable TrueType font"))
+const SIZE: (u32, u32) = (900, 600);
+
+/// Draws the plot in memory and writes it as a PNG in one atomic step, so that a failed or
+/// interrupted run never leaves a partial ablation.png.
+pub fn plot_gap_vs_time(records: &[Record], path: &Path) -> Result<()> {
+    register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| anyhow!("the built-in plot font is not a usable TrueType font"))?;
+    let mut rgb = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
+    draw(records, path, &mut rgb)?;
+    write_atomic(path, |out| {
+        let mut encoder = png::Encoder::new(out, SIZE.0, SIZE.1);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.write_header()?.write_image_data(&rgb)?;
+        Ok(())
+    })
 }
 
-pub fn plot_gap_vs_time(records: &[Record], path: &Path) -> Result<()> {
-    load_font()?;
+/// The chart into an RGB buffer of `SIZE` (`path` only names it in errors).
+fn draw(records: &[Record], path: &Path, rgb: &mut [u8]) -> Result<()> {
     let mut solvers: Vec<&str> = records.iter().map(|r| r.solver.as_str()).collect();
     solvers.dedup();
     solvers.sort_unstable();
@@ -39,9 +48,9 @@ pub fn plot_gap_vs_time(records: &[Record], path: &Path) -> Result<()> {
         .fold(0.0f64, f64::max)
         .max(1e-6);
 
-    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
-    let draw = |e: DrawingAreaErrorKind<_>| anyhow!("cannot draw {}: {e:?}", path.display());
-    root.fill(&WHITE).map_err(draw)?;
+    let root = BitMapBackend::with_buffer(rgb, SIZE).into_drawing_area();
+    let failed = |e: DrawingAreaErrorKind<_>| anyhow!("cannot draw {}: {e:?}", path.display());
+    root.fill(&WHITE).map_err(failed)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "Gap to the best solver vs time (expected Dice and IoU)",
@@ -51,13 +60,13 @@ pub fn plot_gap_vs_time(records: &[Record], path: &Path) -> Result<()> {
         .x_label_area_size(45)
         .y_label_area_size(60)
         .build_cartesian_2d((t_min / 2.0..t_max * 2.0).log_scale(), 0.0..gap_max * 1.1)
-        .map_err(draw)?;
+        .map_err(failed)?;
     chart
         .configure_mesh()
         .x_desc("seconds per case (log scale)")
         .y_desc("gap to best expected score")
         .draw()
-        .map_err(draw)?;
+        .map_err(failed)?;
     for (k, solver) in solvers.iter().enumerate() {
         let color = Palette99::pick(k).to_rgba();
         let points = records
@@ -66,7 +75,7 @@ pub fn plot_gap_vs_time(records: &[Record], path: &Path) -> Result<()> {
             .map(|r| (r.seconds.max(1e-6), r.gap_to_best));
         chart
             .draw_series(points.map(|p| Circle::new(p, 5, color.filled())))
-            .map_err(draw)?
+            .map_err(failed)?
             .label(*solver)
             .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
     }
@@ -76,7 +85,7 @@ pub fn plot_gap_vs_time(records: &[Record], path: &Path) -> Result<()> {
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperRight)
         .draw()
-        .map_err(draw)?;
-    root.present().map_err(draw)?;
+        .map_err(failed)?;
+    root.present().map_err(failed)?;
     Ok(())
 }

@@ -2,7 +2,8 @@
 //!
 //! `argmax`, `threshold`, the experiment's own `rankseg_rma` and `rankseg_ba` (what made
 //! the published tables), and `rankseg`: rankseg 0.0.8's `RankSEG` with its arguments.
-//! Every method also takes `temperature`, which divides the logits before the softmax.
+//! Every method also takes `temperature`, which divides the logits before the softmax (on a
+//! `probs` dataset: `softmax(log p / temperature)`).
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};

@@ -21,7 +21,8 @@ pub struct IterConfig {
     pub test_epochs: Option<i64>,
     #[serde(default)]
     pub remove_old: Option<bool>,
-    /// Log a progress line every this many batches.
+    /// Log a line with the batch's times every this many batches (batch 0 first), as the
+    /// experiment's test loop does.
     pub log_iters: usize,
     /// Write coloured prediction PNGs next to the results.
     #[serde(default)]
@@ -60,8 +61,10 @@ pub struct MetricConfig {
     pub sce_image: bool,
     pub num_bins: usize,
     pub q: u32,
+    /// The experiment never reads it and always reports the Q means (worst 10%..100%), so
+    /// only `True` (or no key) is accepted: `False` would promise what no run does.
     #[serde(default)]
-    pub q_bar: bool,
+    pub q_bar: Option<bool>,
 }
 
 impl TestConfig {
@@ -84,6 +87,16 @@ impl TestConfig {
                 "METRIC.q must be a percentage in 1..=100, got {}",
                 self.metric.q
             ));
+        }
+        if self.iter.log_iters == 0 {
+            return Err("ITER.log_iters must be at least 1 (a line every log_iters batches)".into());
+        }
+        if self.metric.q_bar == Some(false) {
+            return Err(
+                "METRIC.q_bar: False is not supported: the experiment reports the Q means \
+                 (mIoUIQ, mIoUCQ, ...) whatever q_bar says; set it True or remove the key"
+                    .into(),
+            );
         }
         if self.metric.num_bins == 0 {
             return Err("METRIC.num_bins must be at least 1".into());

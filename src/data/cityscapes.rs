@@ -8,12 +8,13 @@ const EVALUATED_IDS: [i64; 19] = [
     7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33,
 ];
 
-/// The train id of a label id; 255 (ignored) for the classes not evaluated.
-pub fn train_id(label_id: i64) -> i64 {
+/// The train id of a label id; `ignore` (the data yaml's `ignore_index`) for the classes
+/// not evaluated.
+pub fn train_id(label_id: i64, ignore: i64) -> i64 {
     EVALUATED_IDS
         .iter()
         .position(|&id| id == label_id)
-        .map_or(255, |t| t as i64)
+        .map_or(ignore, |t| t as i64)
 }
 
 /// The `labelIds` file beside a missing `labelTrainIds` one, if there is one.

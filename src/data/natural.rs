@@ -58,7 +58,15 @@ impl ImageFolder {
             read_label(path)?
         } else if let Some(ids) = cityscapes::label_ids_file(path) {
             let (values, h, w) = read_label(&ids)?;
-            (values.into_iter().map(cityscapes::train_id).collect(), h, w)
+            let ignore = self.config.ignore_index;
+            (
+                values
+                    .into_iter()
+                    .map(|id| cityscapes::train_id(id, ignore))
+                    .collect(),
+                h,
+                w,
+            )
         } else {
             bail!(
                 "label file {} not found (see DATA.md for the expected layout)",

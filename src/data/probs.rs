@@ -1,8 +1,11 @@
 //! `probs`: a folder of per-image probability maps, (C, H, W) float32 or float64 .npy,
 //! each with a label file found by the yaml's prefix/suffix rule (an (H, W) integer .npy
-//! or a grey/palette PNG). Scores any model's outputs with every predictor.
+//! or a grey/palette PNG). Scores any model's outputs with every predictor. float64 maps
+//! are cast to float32, in which every predictor and metric of `exp` runs (DATA.md); the
+//! run says so once.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Result};
 
@@ -13,6 +16,8 @@ use crate::tensor_io::{read_probs, ProbArray};
 pub struct ProbFolder {
     classes: usize,
     entries: Vec<Entry>,
+    /// Whether the float64 -> float32 cast has been reported.
+    cast_reported: AtomicBool,
 }
 
 impl ProbFolder {
@@ -35,6 +40,7 @@ impl ProbFolder {
         Ok(ProbFolder {
             classes: config.num_classes,
             entries,
+            cast_reported: AtomicBool::new(false),
         })
     }
 }
@@ -51,7 +57,16 @@ impl Dataset for ProbFolder {
     fn load(&self, entry: &Entry) -> Result<Sample> {
         let (probs, shape) = match read_probs(&entry.input)? {
             ProbArray::F32(v, s) => (v, s),
-            ProbArray::F64(v, s) => (v.into_iter().map(|x| x as f32).collect(), s),
+            ProbArray::F64(v, s) => {
+                if !self.cast_reported.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "note: {} holds float64 probabilities: they are cast to float32, in which \
+                         the predictors and metrics run (see DATA.md)",
+                        entry.input.display()
+                    );
+                }
+                (v.into_iter().map(|x| x as f32).collect(), s)
+            }
         };
         if shape.len() != 3 || shape[0] != self.classes {
             bail!(

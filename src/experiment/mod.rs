@@ -159,8 +159,8 @@ pub fn test_only(request: &Request) -> Result<Report> {
         None => None,
     };
     let inf = &configs.test.value.inf;
-    if inf.flip && inf.ratios.len() == 1 {
-        eprintln!("note: INF.flip is ignored with a single ratio, as the experiment code ignores it");
+    if inf.flip && inf.ratios == [1.0] {
+        eprintln!("note: INF.flip is ignored with ratios [1], as the experiment code ignores it");
     }
     let data = &configs.data.value;
     let inference = model.as_ref().map(|model| Inference {
@@ -198,6 +198,7 @@ pub fn test_only(request: &Request) -> Result<Report> {
             ignore_index: data.ignore_index,
         },
         batch_size: plan.batch_size,
+        log_iters: configs.test.value.iter.log_iters,
         per_case: data.dataset.medical(),
         save_pred: configs.test.value.iter.save_pred.then(|| PredictionImages {
             dir: out.join(format!("{predict}.pred")),

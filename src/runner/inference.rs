@@ -1,8 +1,9 @@
 //! Test-time inference as the experiment's `Segmentor.multi_scale_predict`: sliding
 //! windows over the padded image, logits resized to each window and averaged, divided by
-//! the temperature and softmaxed; with several scale ratios, the image is resized per
-//! ratio (and mirrored when `flip`), predicted, and the probabilities resized back and
-//! averaged.
+//! the temperature and softmaxed; with other scale ratios than `[1]`, the image is resized
+//! per ratio (and mirrored when `flip`), predicted, and the probabilities resized back and
+//! averaged. (The experiment predicts a lone ratio such as `[0.75]` at scale 1, ignoring it;
+//! here it is honoured as one scale of its multi-scale loop.)
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
@@ -39,8 +40,8 @@ pub struct Batch {
 impl Inference<'_> {
     /// Probabilities (B, K, H, W) for the batch.
     pub fn probabilities(&self, batch: &Batch) -> Result<Vec<f32>> {
-        if self.ratios.len() == 1 {
-            // As the experiment: one ratio predicts the image as it is, without flip.
+        if self.ratios == [1.0] {
+            // As the experiment: scale 1 alone predicts the image as it is, without flip.
             let logits = self.logits(batch)?;
             return Ok(softmax(logits, batch.size, self.num_classes, self.temperature));
         }
@@ -209,6 +210,40 @@ pub fn softmax(mut logits: Vec<f32>, images: usize, classes: usize, temperature:
         .par_chunks_mut(image_len.max(1))
         .for_each(|image| softmax_image(image, classes, t));
     logits
+}
+
+/// `softmax(ln p / temperature)` over the class axis of (B, K, H, W) probabilities, as
+/// `p^(1/T) / sum_k p_k^(1/T)` per pixel: the probabilities the logits `ln p` would give at
+/// temperature T. Each pixel is first divided by its largest probability, so that small
+/// ones do not underflow; a pixel whose probabilities are all 0 stays 0. Values outside
+/// [0, 1] are refused here, since the result would hide them from the predictors' check.
+pub fn temper(mut probs: Vec<f32>, images: usize, classes: usize, temperature: f64) -> Result<Vec<f32>> {
+    let power = 1.0 / temperature;
+    let image_len = probs.len() / images.max(1);
+    let dim = image_len / classes.max(1);
+    probs.par_chunks_mut(image_len.max(1)).try_for_each(|image| {
+        if let Some(bad) = image.iter().find(|p| !(0.0..=1.0).contains(*p)) {
+            anyhow::bail!(
+                "probabilities must be finite and in the range [0, 1] to apply a temperature, got {bad}"
+            );
+        }
+        let mut scaled = vec![0.0f64; classes];
+        for i in 0..dim {
+            let max = (0..classes).map(|c| image[c * dim + i]).fold(0.0f32, f32::max) as f64;
+            if max == 0.0 {
+                continue;
+            }
+            for (c, q) in scaled.iter_mut().enumerate() {
+                *q = (image[c * dim + i] as f64 / max).powf(power);
+            }
+            let sum: f64 = scaled.iter().sum();
+            for (c, q) in scaled.iter().enumerate() {
+                image[c * dim + i] = (q / sum) as f32;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(probs)
 }
 
 /// One image's (K, D) logits to probabilities in place, a chunk of pixels at a time with

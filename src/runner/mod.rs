@@ -29,6 +29,8 @@ pub struct Evaluation<'a> {
     pub groups: MetricGroups,
     pub calibration: CalibrationSpec,
     pub batch_size: usize,
+    /// Log the times of every `log_iters`-th batch (the test yaml's `ITER.log_iters`).
+    pub log_iters: usize,
     /// Metrics per case, then averaged over cases (LiTS, KiTS).
     pub per_case: bool,
     /// Where to write coloured predictions, if asked.
@@ -98,11 +100,15 @@ pub fn evaluate(eval: &Evaluation, dataset: &dyn Dataset, inference: Option<&Inf
     let mut seconds = Seconds::default();
     let mut scored = Vec::with_capacity(entries.len());
     let mut calibration: BTreeMap<Option<u32>, Calibration> = BTreeMap::new();
-    for chunk in entries.chunks(eval.batch_size.max(1)) {
+    let batches = entries.len().div_ceil(eval.batch_size.max(1));
+    for (iter, chunk) in entries.chunks(eval.batch_size.max(1)).enumerate() {
+        let batch_start = Instant::now();
+        let batch_seconds = seconds;
         let samples: Vec<Sample> = chunk
             .par_iter()
             .map(|entry| dataset.load(entry))
             .collect::<Result<_>>()?;
+        let data_seconds = batch_start.elapsed().as_secs_f64();
         for range in equal_size_runs(&samples) {
             let (group, group_entries) = (&samples[range.clone()], &chunk[range]);
             let (h, w) = (group[0].height, group[0].width);
@@ -117,6 +123,17 @@ pub fn evaluate(eval: &Evaluation, dataset: &dyn Dataset, inference: Option<&Inf
                         width: w,
                     })?)
                 }
+                // A probs dataset's maps are the probabilities; a temperature other than 1
+                // rescales them as it would the logits they came from.
+                _ if eval.predict.temperature != 1.0 => Cow::Owned(
+                    inference::temper(
+                        group.iter().flat_map(|s| s.input.iter().copied()).collect(),
+                        group.len(),
+                        eval.metric.num_classes,
+                        eval.predict.temperature,
+                    )
+                    .with_context(|| describe(group_entries))?,
+                ),
                 _ if group.len() == 1 => Cow::Borrowed(&group[0].input),
                 _ => Cow::Owned(group.iter().flat_map(|s| s.input.iter().copied()).collect()),
             };
@@ -150,6 +167,18 @@ pub fn evaluate(eval: &Evaluation, dataset: &dyn Dataset, inference: Option<&Inf
             seconds.predict += (t2 - t1).as_secs_f64();
             seconds.metric += (t3 - t2).as_secs_f64();
             progress.inc(group.len() as u64);
+        }
+        if iter % eval.log_iters.max(1) == 0 {
+            // The experiment's log line, so that runs can be compared line by line.
+            let line = format!(
+                "{}: Iter: [{iter}|{batches}], Data Time: {data_seconds:.6}, Model forward Time: {:.6}, \
+                 Seg predict Time: {:.6}, Metric Time: {:.6}",
+                eval.name,
+                seconds.forward - batch_seconds.forward,
+                seconds.predict - batch_seconds.predict,
+                seconds.metric - batch_seconds.metric,
+            );
+            progress.suspend(|| eprintln!("{line}"));
         }
     }
     progress.finish_and_clear();

@@ -363,7 +363,7 @@ fn exp_errors_name_the_config_file_and_key() {
     std::fs::remove_file(bad_data.join("labels/a.npy")).unwrap();
     exp(
         &["--data_dir", "bad", "--data_yaml", yaml],
-        &["cannot open", "labels/a.npy"],
+        &["cannot read the label file", "labels/a.npy"],
     );
     write_npy(&bad_data.join("labels/a.npy"), &[2, 3], &[0i64, 1, 1, 0, 1, 0]).unwrap();
     write_npy(&bad_data.join("probs/a.npy"), &[2, 2, 3], &[0i32; 12]).unwrap();

@@ -386,3 +386,37 @@ fuzz!(
     b"\x40\x00\x00\x00\x00\x00\x00\x00{"
 );
 fuzz!(pth_reader, pth(), b"PK\x03\x04");
+
+/// A .npy header with arbitrary dimensions (huge ones included) and a short body: the
+/// element count must be checked before anything multiplies or allocates by it.
+fn npy_with_shape() -> impl Strategy<Value = Vec<u8>> {
+    let dim = prop_oneof![0u64..8, any::<u64>(), Just(u64::MAX), Just(1 << 32)];
+    let descr = prop::sample::select(vec!["<f4", "<f8", "|u1", "<i8", "|b1", "<c16"]);
+    (
+        descr,
+        prop::collection::vec(dim, 0..5),
+        prop::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(descr, dims, body)| {
+            let dims: Vec<String> = dims.iter().map(u64::to_string).collect();
+            let mut text = format!(
+                "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}",
+                dims.join(", ")
+            );
+            text.push('\n');
+            let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+            bytes.extend((text.len() as u16).to_le_bytes());
+            bytes.extend(text.into_bytes());
+            bytes.extend(body);
+            bytes
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn npy_headers_with_any_shape(bytes in npy_with_shape()) {
+        npy().check(&bytes);
+    }
+}

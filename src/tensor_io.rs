@@ -2,7 +2,7 @@
 //! message naming it.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Chain, Cursor, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -41,18 +41,101 @@ struct OpenedNpy<R: Read> {
     name: String,
 }
 
-fn open<R: Read>(reader: R, name: String) -> Result<OpenedNpy<R>> {
-    let npy = NpyFile::new(reader).with_context(|| format!("{name} is not a readable .npy file"))?;
-    checked(npy, name)
+/// The largest .npy header accepted (numpy writes a few hundred bytes): a corrupt length
+/// field must not make us allocate gigabytes for it.
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
+/// Opens a .npy stream of `len` bytes (when known, so that a header promising more data
+/// than the file holds is an error before anything is allocated).
+fn open<R: Read>(
+    mut reader: R,
+    name: String,
+    len: Option<u64>,
+) -> Result<OpenedNpy<Chain<Cursor<Vec<u8>>, R>>> {
+    let header = read_header_bytes(&mut reader, &name)?;
+    check_header_shape(&header, &name)?;
+    let header_len = header.len() as u64;
+    let npy = NpyFile::new(Cursor::new(header).chain(reader))
+        .with_context(|| format!("{name} is not a readable .npy file"))?;
+    checked(npy, name, len.map(|len| len.saturating_sub(header_len)))
 }
 
-fn checked<R: Read>(npy: NpyFile<R>, name: String) -> Result<OpenedNpy<R>> {
+/// The magic, version, length and header text of a .npy, as read (a stream that is not a
+/// .npy comes back as far as it was read, for npyz to name what is wrong).
+fn read_header_bytes(reader: &mut impl Read, name: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader
+        .by_ref()
+        .take(8)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {name}"))?;
+    let width = match (bytes.get(..6), bytes.get(6)) {
+        (Some(b"\x93NUMPY"), Some(1)) => 2,
+        (Some(b"\x93NUMPY"), Some(2 | 3)) => 4,
+        _ => return Ok(bytes),
+    };
+    reader
+        .by_ref()
+        .take(width)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {name}"))?;
+    let mut field = [0u8; 4];
+    field[..bytes.len() - 8].copy_from_slice(&bytes[8..]);
+    let text_len = u32::from_le_bytes(field) as usize;
+    if text_len > MAX_HEADER_BYTES {
+        bail!("{name}: its .npy header claims {text_len} bytes; the file is corrupt");
+    }
+    reader
+        .by_ref()
+        .take(text_len as u64)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {name}"))?;
+    Ok(bytes)
+}
+
+/// npyz multiplies the header's dimensions without checking (a panic in debug builds, a
+/// wrong element count in release ones): check the product first.
+fn check_header_shape(header: &[u8], name: &str) -> Result<()> {
+    let text = String::from_utf8_lossy(header);
+    let Some(dims) = header_dims(&text) else {
+        return Ok(()); // npyz reports a header it cannot parse
+    };
+    let count = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
+    if count.and_then(|n| usize::try_from(n).ok()).is_none() {
+        bail!("{name}: the shape {dims:?} in its .npy header overflows (more elements than memory can address); the file is corrupt");
+    }
+    Ok(())
+}
+
+/// The integers of the header's `'shape': (...)` tuple, if it has a readable one.
+fn header_dims(text: &str) -> Option<Vec<u64>> {
+    let after = &text[text.find("shape")?..];
+    let tuple = &after[after.find('(')? + 1..];
+    let tuple = &tuple[..tuple.find(')')?];
+    tuple
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.trim_end_matches('L').parse().ok())
+        .collect()
+}
+
+fn checked<R: Read>(npy: NpyFile<R>, name: String, data_len: Option<u64>) -> Result<OpenedNpy<R>> {
     let DType::Plain(ts) = npy.dtype() else {
         bail!("{name} holds a structured array; expected a plain numeric array");
     };
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if npy.order() == Order::Fortran && shape.iter().filter(|&&d| d > 1).count() > 1 {
         bail!("{name} is stored in Fortran order; save it C-contiguous (numpy.ascontiguousarray) first");
+    }
+    let bytes = npy.len().checked_mul(ts.size_field());
+    if let (Some(available), Some(needed)) = (data_len, bytes) {
+        if needed > available {
+            bail!(
+                "{name}: its header says shape {shape:?} of {} ({needed} bytes) but the file holds {available} bytes of data; the file is truncated or its header corrupt",
+                npy.dtype().descr()
+            );
+        }
     }
     Ok(OpenedNpy {
         kind: ts.type_char(),
@@ -63,9 +146,10 @@ fn checked<R: Read>(npy: NpyFile<R>, name: String) -> Result<OpenedNpy<R>> {
     })
 }
 
-fn open_file(path: &Path) -> Result<OpenedNpy<BufReader<File>>> {
+fn open_file(path: &Path) -> Result<OpenedNpy<impl Read>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    open(BufReader::new(file), path.display().to_string())
+    let len = file.metadata().ok().map(|m| m.len());
+    open(BufReader::new(file), path.display().to_string(), len)
 }
 
 impl<R: Read> OpenedNpy<R> {
@@ -135,13 +219,19 @@ impl Npz {
     }
 
     fn array(&mut self, name: &str) -> Result<OpenedNpy<impl Read + '_>> {
+        use npyz::zip::result::ZipError;
         let label = format!("{} (array {name:?})", self.path.display());
-        let npy = self
-            .archive
-            .by_name(name)
-            .with_context(|| format!("cannot read {label}"))?
-            .with_context(|| format!("{} has no array named {name:?}", self.path.display()))?;
-        checked(npy, label)
+        // Read through the zip member ourselves (not NpzArchive::by_name) so that the
+        // header is checked as a plain .npy's is, against the member's size.
+        let member = match self.archive.zip_archive().by_name(&format!("{name}.npy")) {
+            Ok(member) => member,
+            Err(ZipError::FileNotFound) => {
+                bail!("{} has no array named {name:?}", self.path.display())
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {label}")),
+        };
+        let len = member.size();
+        open(member, label, Some(len))
     }
 
     pub fn probs(&mut self, name: &str) -> Result<ProbArray> {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
 
@@ -80,11 +80,7 @@ pub fn run(args: LogitsArgs) -> Result<()> {
     let mut logits = None;
     for _ in 0..args.repeats.max(1) {
         let start = Instant::now();
-        logits = Some(
-            model
-                .forward(&pixels)
-                .with_context(|| format!("forward pass of {source} on a {shape:?} input"))?,
-        );
+        logits = Some(model.forward_checked(&pixels, &format!("{} ({source})", args.input.display()))?);
         seconds.push(start.elapsed().as_secs_f64());
     }
     let logits = logits.expect("at least one forward");

@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::metrics::{summarize, ImageCounts, MetricSpec, Prediction};
+use crate::models::MAX_CLASSES;
 use crate::tensor_io::read_ints;
 
 #[derive(Args)]
@@ -26,6 +27,13 @@ pub struct ScoreArgs {
 pub fn run(args: ScoreArgs) -> Result<()> {
     if args.num_classes == 0 {
         bail!("--num-classes must be at least 1");
+    }
+    // Counts are kept per class: bound the count before allocating for it.
+    if args.num_classes > MAX_CLASSES {
+        bail!(
+            "--num-classes is {}, more than the {MAX_CLASSES} classes supported (labels are at most 16-bit)",
+            args.num_classes
+        );
     }
     if !(1..=100).contains(&args.q) {
         bail!("--q must be a percentage in 1..=100, got {}", args.q);

@@ -125,8 +125,18 @@ fn read_jpeg(path: &Path) -> Result<Rgb> {
     });
     match decoded {
         Ok(result) => Ok(result?),
-        Err(_) => bail!("not a decodable JPEG"),
+        Err(payload) => bail!("not a decodable JPEG ({})", panic_reason(payload.as_ref())),
     }
+}
+
+/// libjpeg's reason for giving up: the binding unwinds with its message as a `String`
+/// (through `resume_unwind`, so no panic message is printed).
+fn panic_reason(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "libjpeg gave no reason".to_string())
 }
 
 /// Writes class indices (H, W) as an 8-bit palette PNG: coloured in any viewer, and

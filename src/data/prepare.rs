@@ -1,7 +1,8 @@
 //! `rankseg prepare lits|kits`: the experiment's preparation of the CT challenges. Every
 //! axial slice that shows tumor (mask value 2) is resized to 512x512 (bilinear CT, nearest
 //! mask, as OpenCV does) and saved as `<data_dir>/<name>/train/<case>_<slice>.npz` with
-//! `ct` (float64, Hounsfield units) and `mask` (int8).
+//! `ct` (float64, Hounsfield units) and `mask` (int8). Volumes are read in float32 (see
+//! `read_volume`), one case per rayon thread at a time.
 //!
 //! LiTS: `<data_dir>/lits/volume-<case>.nii[.gz]` with `segmentation-<case>.nii[.gz]`,
 //! slices along the last axis. KiTS19: `<data_dir>/kits/case_<case>/imaging.nii.gz` with
@@ -11,9 +12,9 @@
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use ndarray::{ArrayD, Axis};
-use nifti::{IntoNdArray, NiftiObject, ReaderOptions};
+use anyhow::{anyhow, bail, Context, Result};
+use ndarray::{Array3, ArrayView2, Axis, Ix3};
+use nifti::{InMemNiftiVolume, IntoNdArray, NiftiObject, NiftiVolume, ReaderOptions};
 use npyz::WriterBuilder;
 use rayon::prelude::*;
 
@@ -57,62 +58,121 @@ fn find_cases(challenge: Challenge, root: &Path) -> Result<Vec<Case>> {
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for path in paths {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let case = match challenge {
-            Challenge::Lits => name
-                .strip_prefix("volume-")
-                .and_then(|rest| rest.strip_suffix(".nii").or_else(|| rest.strip_suffix(".nii.gz")))
-                .map(|id| {
-                    let segmentation = path.with_file_name(name.replacen("volume", "segmentation", 1));
-                    (id.to_string(), path.clone(), segmentation)
-                }),
-            Challenge::Kits if path.is_dir() => name.strip_prefix("case_").map(|_| {
-                // The experiment takes the last five characters of the folder name.
-                let id = name[name.len().saturating_sub(5)..].to_string();
-                (id, path.join("imaging.nii.gz"), path.join("segmentation.nii.gz"))
-            }),
-            Challenge::Kits => None,
+        let Some((id, volume, segmentation)) = case_files(challenge, &path)? else {
+            continue;
         };
-        if let Some((id, volume, segmentation)) = case {
-            if !volume.is_file() {
-                continue;
-            }
-            if !segmentation.is_file() {
-                eprintln!("{}: no segmentation (a test case), skipped", volume.display());
-                continue;
-            }
-            cases.push(Case {
-                id,
-                volume,
-                segmentation,
-            });
+        if !volume.is_file() {
+            continue;
         }
+        if !segmentation.is_file() {
+            eprintln!("{}: no segmentation (a test case), skipped", volume.display());
+            continue;
+        }
+        cases.push(Case {
+            id,
+            volume,
+            segmentation,
+        });
     }
     Ok(cases)
 }
 
-fn read_volume(path: &Path) -> Result<ArrayD<f64>> {
+/// The case id, volume and segmentation an entry of the challenge folder stands for, or
+/// `None` for an entry that is not a case.
+fn case_files(challenge: Challenge, path: &Path) -> Result<Option<(String, PathBuf, PathBuf)>> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (id, volume, segmentation) = match challenge {
+        Challenge::Lits => {
+            let Some(id) = name
+                .strip_prefix("volume-")
+                .and_then(|rest| rest.strip_suffix(".nii").or_else(|| rest.strip_suffix(".nii.gz")))
+            else {
+                return Ok(None);
+            };
+            let segmentation = path.with_file_name(name.replacen("volume", "segmentation", 1));
+            (id.to_string(), path.to_path_buf(), segmentation)
+        }
+        Challenge::Kits if path.is_dir() && name.starts_with("case_") => {
+            // The experiment takes the last five characters of the folder name (characters,
+            // not bytes: a name may hold non-ASCII ones).
+            let skip = name.chars().count().saturating_sub(5);
+            let id: String = name.chars().skip(skip).collect();
+            (id, path.join("imaging.nii.gz"), path.join("segmentation.nii.gz"))
+        }
+        Challenge::Kits => return Ok(None),
+    };
+    // The datasets read the case back as a number from `<case>_<slice>.npz`.
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+        let expected = match challenge {
+            Challenge::Lits => "volume-<number>.nii[.gz], as volume-12.nii",
+            Challenge::Kits => "case_<5 digits>, as case_00012",
+        };
+        bail!(
+            "{}: the case id {id:?} is not a number; rename it to {expected}",
+            path.display()
+        );
+    }
+    Ok(Some((id, volume, segmentation)))
+}
+
+/// Reads a NIfTI volume's voxels as float32, scaled by its `scl_slope`/`scl_inter`. CT
+/// voxels are integers (Hounsfield units) well inside float32's exact range, so this halves
+/// the memory of float64 without changing a value.
+pub fn read_volume(path: &Path) -> Result<Array3<f32>> {
     let object = ReaderOptions::new()
         .read_file(path)
         .with_context(|| format!("cannot read the NIfTI file {}", path.display()))?;
-    let volume = object
-        .into_volume()
-        .into_ndarray::<f64>()
+    let volume = object.into_volume();
+    check_voxel_bytes(&volume).with_context(|| format!("{}: corrupt NIfTI file", path.display()))?;
+    let voxels = volume
+        .into_ndarray::<f32>()
         .with_context(|| format!("cannot read the voxels of {}", path.display()))?;
-    if volume.ndim() != 3 {
-        bail!(
-            "{}: expected a 3-D volume, got shape {:?}",
-            path.display(),
-            volume.shape()
-        );
-    }
-    Ok(volume)
+    let shape = voxels.shape().to_vec();
+    voxels
+        .into_dimensionality::<Ix3>()
+        .map_err(|_| anyhow!("{}: expected a 3-D volume, got shape {shape:?}", path.display()))
 }
 
-fn plane<T: Copy>(slice: ndarray::ArrayView2<T>) -> Plane<T> {
+/// The nifti crate panics when the voxel bytes do not fill the header's dimensions; check
+/// that first.
+fn check_voxel_bytes(volume: &InMemNiftiVolume) -> Result<()> {
+    let dims: Vec<u16> = volume.dim().to_vec();
+    let expected = dims
+        .iter()
+        .try_fold(volume.data_type().size_of(), |n, &d| n.checked_mul(d as usize))
+        .with_context(|| format!("the dimensions {dims:?} overflow"))?;
+    let found = volume.raw_data().len();
+    if found != expected {
+        bail!(
+            "the header's dimensions {dims:?} of {:?} need {expected} bytes of voxels, the file holds {found}",
+            volume.data_type()
+        );
+    }
+    Ok(())
+}
+
+/// A segmentation as nibabel's `get_fdata().astype('int8')` gives it: truncation toward
+/// zero, wrapping.
+fn read_mask(path: &Path) -> Result<Array3<i8>> {
+    Ok(read_volume(path)?.mapv(|v| v as i64 as i8))
+}
+
+/// One 2-D slice in float64 for the resize: the experiment resizes float64 slices, and
+/// float32 voxels widen to float64 exactly.
+fn plane_f64(slice: ArrayView2<f32>) -> Plane<f64> {
+    let (height, width) = slice.dim();
+    Plane {
+        data: slice.iter().map(|&v| f64::from(v)).collect(),
+        height,
+        width,
+        channels: 1,
+    }
+}
+
+fn plane<T: Copy>(slice: ArrayView2<T>) -> Plane<T> {
     let (height, width) = slice.dim();
     Plane {
         data: slice.iter().copied().collect(),
@@ -134,39 +194,43 @@ pub fn prepare(challenge: Challenge, data_dir: &Path) -> Result<usize> {
         );
     }
     let out = root.join("train");
+    // One case per rayon thread at a time (the work inside a case is sequential, so no
+    // thread steals a second case while it waits): memory stays at one case's volumes per
+    // thread, however many cases there are.
     let written: Vec<usize> = cases
         .par_iter()
-        .map(|case| {
-            let volume = read_volume(&case.volume)?;
-            // nibabel's get_fdata() then .astype('int8'): truncation toward zero, wrapping.
-            let mask = read_volume(&case.segmentation)?.mapv(|v| v as i64 as i8);
-            if volume.shape() != mask.shape() {
-                bail!(
-                    "{} has shape {:?} but its segmentation {} has {:?}",
-                    case.volume.display(),
-                    volume.shape(),
-                    case.segmentation.display(),
-                    mask.shape()
-                );
-            }
-            let axis = Axis(if challenge == Challenge::Lits { 2 } else { 0 });
-            let mut count = 0;
-            for (i, (ct, seg)) in volume.axis_iter(axis).zip(mask.axis_iter(axis)).enumerate() {
-                if !seg.iter().any(|&v| v >= TUMOR) {
-                    continue;
-                }
-                let ct = ct.into_dimensionality::<ndarray::Ix2>()?;
-                let seg = seg.into_dimensionality::<ndarray::Ix2>()?;
-                let ct = resize::linear(&plane(ct), SLICE_SIZE, SLICE_SIZE);
-                let seg = resize::nearest(&plane(seg), SLICE_SIZE, SLICE_SIZE);
-                write_slice(&out.join(format!("{}_{i}.npz", case.id)), &ct.data, &seg.data)?;
-                count += 1;
-            }
-            eprintln!("{}: {count} tumor slices", case.volume.display());
-            Ok(count)
-        })
+        .map(|case| prepare_case(challenge, case, &out))
         .collect::<Result<_>>()?;
     Ok(written.iter().sum())
+}
+
+/// Writes one case's tumor slices; returns how many.
+fn prepare_case(challenge: Challenge, case: &Case, out: &Path) -> Result<usize> {
+    // The mask first: it shrinks to one byte per voxel before the CT volume is read.
+    let mask = read_mask(&case.segmentation)?;
+    let volume = read_volume(&case.volume)?;
+    if volume.shape() != mask.shape() {
+        bail!(
+            "{} has shape {:?} but its segmentation {} has {:?}",
+            case.volume.display(),
+            volume.shape(),
+            case.segmentation.display(),
+            mask.shape()
+        );
+    }
+    let axis = Axis(if challenge == Challenge::Lits { 2 } else { 0 });
+    let mut count = 0;
+    for (i, (ct, seg)) in volume.axis_iter(axis).zip(mask.axis_iter(axis)).enumerate() {
+        if !seg.iter().any(|&v| v >= TUMOR) {
+            continue;
+        }
+        let ct = resize::linear(&plane_f64(ct), SLICE_SIZE, SLICE_SIZE);
+        let seg = resize::nearest(&plane(seg), SLICE_SIZE, SLICE_SIZE);
+        write_slice(&out.join(format!("{}_{i}.npz", case.id)), &ct.data, &seg.data)?;
+        count += 1;
+    }
+    eprintln!("{}: {count} tumor slices", case.volume.display());
+    Ok(count)
 }
 
 fn write_slice(path: &Path, ct: &[f64], mask: &[i8]) -> Result<()> {

@@ -155,35 +155,110 @@ fn offline() -> bool {
 /// A hub checkpoint: from the Hugging Face cache, or downloaded into it when allowed.
 fn from_hub(repo: &str, revision: &str) -> Result<Checkpoint> {
     use hf_hub::{Repo, RepoType};
+    let label = format!("{repo}@{revision}");
     let spec = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
     let cached = hf_hub::Cache::from_env().repo(spec.clone());
-    type Fetch = Box<dyn Fn(&str) -> Option<PathBuf>>;
-    let fetch: Fetch = if offline() {
-        Box::new(move |name: &str| cached.get(name))
+    let api = if offline() {
+        None
     } else {
-        let api = hf_hub::api::sync::ApiBuilder::from_env()
+        let client = hf_hub::api::sync::ApiBuilder::from_env()
             .with_progress(true)
             .build()
-            .context("cannot set up the Hugging Face hub client")?
-            .repo(spec);
-        Box::new(move |name: &str| cached.get(name).or_else(|| api.get(name).ok()))
+            .context("cannot set up the Hugging Face hub client")?;
+        Some(client.repo(spec))
     };
-    let config = fetch("config.json").with_context(|| {
+    // The cache first; then the hub, where only "no such file" lets the caller try another
+    // weight format: any other failure is reported as what it is.
+    let fetch = |name: &str| -> Result<Option<PathBuf>> {
+        if let Some(path) = cached.get(name) {
+            return Ok(Some(path));
+        }
+        match &api {
+            None => Ok(None),
+            Some(api) => match api.get(name) {
+                Ok(path) => Ok(Some(path)),
+                Err(error) => hub_failure(&error, &label, name),
+            },
+        }
+    };
+    let config = fetch("config.json")?.with_context(|| {
         if offline() {
-            format!(
-                "{repo}@{revision}: config.json is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
-            )
+            format!("{label}: config.json is not in the Hugging Face cache and HF_HUB_OFFLINE is set")
         } else {
-            format!("{repo}@{revision}: cannot fetch config.json (does the repo exist? network?)")
+            format!("{label}: the repo has no config.json (is it a transformers model?)")
         }
     })?;
-    let weights = weight_files(|name| fetch(name)).with_context(|| format!("{repo}@{revision}"))?;
+    // `weight_files` asks for one format after another and needs a plain yes/no per file:
+    // the first real failure is kept and reported instead of "no weights".
+    let failure = std::cell::RefCell::new(None);
+    let weights = weight_files(|name| match fetch(name) {
+        Ok(path) => path,
+        Err(error) => {
+            failure.borrow_mut().get_or_insert(error);
+            None
+        }
+    });
+    if let Some(error) = failure.into_inner() {
+        return Err(error);
+    }
+    let weights = weights.with_context(|| label.clone())?;
     Ok(Checkpoint {
         config,
         weights,
-        source: format!("{repo}@{revision}"),
+        source: label,
         method: None,
     })
+}
+
+/// A failed hub download as what it is: `Ok(None)` for a file the repo does not have (the
+/// caller tries the next weight format), an error saying what to do otherwise.
+fn hub_failure(error: &hf_hub::api::sync::ApiError, label: &str, name: &str) -> Result<Option<PathBuf>> {
+    use hf_hub::api::sync::ApiError;
+    match error {
+        ApiError::TooManyRetries(inner) => hub_failure(inner, label, name),
+        ApiError::RequestError(request) => match request.as_ref() {
+            ureq::Error::Status(404, _) => Ok(None),
+            ureq::Error::Status(code @ (401 | 403), _) => bail!(
+                "{label}: the Hugging Face hub refused {name} (HTTP {code}): the repo is private, gated or does not exist; check the name, or set HF_TOKEN to a token with access"
+            ),
+            ureq::Error::Status(code, _) => {
+                bail!("{label}: the Hugging Face hub answered HTTP {code} for {name}; try again later")
+            }
+            ureq::Error::Transport(transport) if is_timeout(transport) => bail!(
+                "{label}: timed out downloading {name} from the Hugging Face hub; check the network, or set HF_HUB_OFFLINE=1 to use the cache only"
+            ),
+            ureq::Error::Transport(transport) => bail!(
+                "{label}: cannot reach the Hugging Face hub for {name} ({transport}); check the network or HF_ENDPOINT, or set HF_HUB_OFFLINE=1"
+            ),
+        },
+        ApiError::IoError(io) if is_disk_full(io) => bail!(
+            "{label}: the disk is full: {name} cannot be written to the Hugging Face cache ({}); free space or point HF_HOME elsewhere",
+            hf_hub::Cache::from_env().path().display()
+        ),
+        other => bail!("{label}: cannot download {name} from the Hugging Face hub: {other}"),
+    }
+}
+
+fn is_timeout(transport: &ureq::Transport) -> bool {
+    use std::error::Error;
+    let mut source = transport.source();
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ) {
+                return true;
+            }
+        }
+        source = error.source();
+    }
+    transport.to_string().contains("timed out")
+}
+
+/// ENOSPC (28 on Linux and macOS) or the quota equivalent.
+fn is_disk_full(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::StorageFull || matches!(io.raw_os_error(), Some(28 | 122))
 }
 
 enum Store {

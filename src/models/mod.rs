@@ -26,6 +26,9 @@ fn default_id2label() -> std::collections::BTreeMap<String, String> {
     (0..2).map(|i| (i.to_string(), format!("LABEL_{i}"))).collect()
 }
 
+/// The most classes a model may have: the class maps are 16-bit PNG labels at most.
+pub const MAX_CLASSES: usize = 65536;
+
 /// A loaded model, by the `model_type` of its config.json.
 pub struct Model {
     net: Architecture,
@@ -52,6 +55,13 @@ impl Model {
             json.get("id2label"),
             json.get("num_labels").and_then(|n| n.as_u64()),
         ) {
+            // A label map per class is built below: a corrupt count must not exhaust memory.
+            if n > MAX_CLASSES as u64 {
+                bail!(
+                    "{}: num_labels is {n}, more than the {MAX_CLASSES} classes supported; fix the key or give id2label",
+                    checkpoint.config.display()
+                );
+            }
             let labels: serde_json::Map<String, serde_json::Value> = (0..n)
                 .map(|i| (i.to_string(), format!("LABEL_{i}").into()))
                 .collect();
@@ -73,6 +83,12 @@ impl Model {
             )
         };
         let num_classes = json["id2label"].as_object().map_or(2, |labels| labels.len());
+        if num_classes > MAX_CLASSES {
+            bail!(
+                "{}: id2label has {num_classes} classes, more than the {MAX_CLASSES} supported",
+                checkpoint.config.display()
+            );
+        }
         let channels_of = |config: &serde_json::Value| config["num_channels"].as_u64().unwrap_or(3) as usize;
         let in_channels = match model_type.as_str() {
             "upernet" => channels_of(&json["backbone_config"]),
@@ -159,6 +175,60 @@ impl Model {
         })
     }
 }
+
+impl Model {
+    /// The smallest side of a square input the model's layers accept, or `None` when even
+    /// `MAX_PROBED_SIDE` fails. A too-small input fails at whichever convolution first runs
+    /// out of pixels, deep inside the model; running the model on zeros of growing size
+    /// turns that into the bound the user needs. Each layer's output length only grows with
+    /// its input's, so the accepted sides form a range `[min, ..)` and a bisection finds it.
+    pub fn min_input_side(&self, device: &Device) -> Option<usize> {
+        let accepts = |side: usize| {
+            Tensor::zeros((1, self.in_channels, side, side), candle_core::DType::F32, device)
+                .is_ok_and(|zeros| self.forward(&zeros).is_ok())
+        };
+        let (mut rejected, mut accepted) = (0, 1);
+        while !accepts(accepted) {
+            if accepted >= MAX_PROBED_SIDE {
+                return None;
+            }
+            rejected = accepted;
+            accepted *= 2;
+        }
+        while accepted - rejected > 1 {
+            let mid = rejected + (accepted - rejected) / 2;
+            if accepts(mid) {
+                accepted = mid;
+            } else {
+                rejected = mid;
+            }
+        }
+        Some(accepted)
+    }
+
+    /// `forward`, with a too-small input reported as the size the model needs.
+    pub fn forward_checked(&self, pixel_values: &Tensor, what: &str) -> Result<Tensor> {
+        let error = match self.forward(pixel_values) {
+            Ok(logits) => return Ok(logits),
+            Err(error) => error,
+        };
+        let (h, w) = pixel_values.dims4().map_or((0, 0), |(_, _, h, w)| (h, w));
+        if let Some(min) = self.min_input_side(pixel_values.device()) {
+            if h < min || w < min {
+                bail!(
+                    "{what}: the input is {h}x{w} pixels but this model needs at least {min}x{min} (its strided layers run out of pixels below that); resize or pad the input"
+                );
+            }
+        }
+        Err(error.context(format!(
+            "forward pass of {what} on a {:?} input",
+            pixel_values.dims()
+        )))
+    }
+}
+
+/// The largest side `Model::min_input_side` tries (models of the papers need at most 64).
+const MAX_PROBED_SIDE: usize = 4096;
 
 /// Where a model comes from: a Hugging Face checkpoint (architecture from its config.json)
 /// or one of the experiment's state dicts (architecture from its model and data yamls).

@@ -5,7 +5,7 @@
 //! averaged. (The experiment predicts a lone ratio such as `[0.75]` at scale 1, ignoring it;
 //! here it is honoured as one scale of its multi-scale loop.)
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
@@ -109,7 +109,7 @@ impl Inference<'_> {
     /// One window's logits at the window's size (SegFormer's 1/4-resolution logits are
     /// resized bilinearly, align_corners=False).
     fn window_logits(&self, window: &Tensor, height: usize, width: usize) -> Result<Vec<f32>> {
-        let mut logits = self.model.forward(window).context("model forward")?;
+        let mut logits = self.model.forward_checked(window, "the model window")?;
         let (_, classes, lh, lw) = logits.dims4()?;
         if classes != self.num_classes {
             anyhow::bail!(

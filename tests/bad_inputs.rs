@@ -10,6 +10,9 @@ use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 use rankseg::tensor_io::write_npy;
 
+mod common;
+use common::copy_dir;
+
 fn root(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
@@ -35,7 +38,7 @@ fn fails_with(cmd: &mut Command, message: &str) -> String {
 /// A .npy with a hand-written header (and `body` after it).
 fn raw_npy(path: &Path, header: &str, body: &[u8]) {
     let mut text = header.to_string();
-    while (10 + text.len() + 1) % 64 != 0 {
+    while !(10 + text.len() + 1).is_multiple_of(64) {
         text.push(' ');
     }
     text.push('\n');
@@ -246,19 +249,6 @@ fn a_corrupt_jpeg_gives_libjpegs_reason() {
         "{stderr}"
     );
     assert!(!out.join("argmax.metrics.json").exists());
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }
 
 /// A local stand-in for the hub answering every request with `status`; returns its URL.

@@ -1,4 +1,4 @@
-//! Shared helpers for the integration tests: fixture discovery and parameter parsing.
+//! Shared helpers for the integration tests: fixture discovery, parameter parsing, copies.
 
 #![allow(dead_code)]
 
@@ -34,4 +34,18 @@ pub fn predict_flags(case: &Path) -> Vec<String> {
             [format!("--{}", k.replace('_', "-")), value]
         })
         .collect()
+}
+
+/// A copy of a fixture folder that a test may change.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod experiment;
+pub mod gpu;
 pub mod metrics;
 pub mod models;
 pub mod paths;

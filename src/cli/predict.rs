@@ -41,6 +41,10 @@ pub struct PredictArgs {
     /// BA/TRNA: tail mass left out of the refined-normal interval [default: 1e-4].
     #[arg(long, allow_negative_numbers = true)]
     eps: Option<f64>,
+    /// cpu, or cuda / cuda:N (a build with the `cuda` feature: argmax class maps and
+    /// threshold masks run on the GPU, float32 input).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
@@ -56,7 +60,17 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
     let probs = read_probs(&args.probs)?;
     let shape = probs.shape().to_vec();
+    let device = crate::models::device(&args.device)?;
     let prediction = match &probs {
+        ProbArray::F32(data, _) if !device.is_cpu() => {
+            crate::gpu::predict_on(&device, data, &shape, &options)
+        }
+        ProbArray::F64(..) if !device.is_cpu() => {
+            anyhow::bail!(
+                "--device {}: float64 probabilities run on the CPU only (cast to float32)",
+                args.device
+            )
+        }
         ProbArray::F32(data, _) => run_typed(data, &shape, &options),
         ProbArray::F64(data, _) => run_typed(data, &shape, &options),
     }

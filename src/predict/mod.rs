@@ -269,7 +269,7 @@ impl<'a, T: Prob> ProbMap<'a, T> {
 }
 
 /// Finite and inside [0, 1], as rankseg checks before predicting.
-fn check_values<T: Prob>(map: &ProbMap<T>) -> Result<(), PredictError> {
+pub fn check_values<T: Prob>(map: &ProbMap<T>) -> Result<(), PredictError> {
     let stats: Vec<rma::RowStats<T>> = map.rows().map(rma::RowStats::of).collect();
     rma::RowStats::check(&stats)
 }

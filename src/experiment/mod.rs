@@ -57,6 +57,10 @@ struct Plan {
 
 impl Plan {
     fn resolve(request: &Request) -> Result<Self> {
+        let out = &request.output_dir;
+        if out.exists() && !out.is_dir() {
+            bail!("--output_dir {} is a file, not a directory", out.display());
+        }
         let configs = Configs::load(&request.yamls)?;
         let model = match configs.data.value.dataset {
             DatasetKind::Probs => None,
@@ -121,7 +125,12 @@ fn already_done(request: &Request, predict: &str, fingerprint: &run_json::Finger
     let finished = match run_json::read(out) {
         Ok(run) => run.and_then(|mut run| run.predictions.remove(predict)),
         Err(_) if request.force => None,
-        Err(e) => return Err(e),
+        Err(e) => {
+            return Err(e.context(format!(
+                "{} holds a run.json this run cannot update: pass --force to replace it, or choose another --output_dir",
+                out.display()
+            )))
+        }
     };
     let Some(finished) = finished.filter(|_| results::metrics_path(out, predict).exists()) else {
         return Ok(false);

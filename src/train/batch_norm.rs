@@ -1,0 +1,265 @@
+//! `nn.BatchNorm2d` in train mode as a function: normalised with the batch's statistics
+//! (biased variance), running statistics moved with `momentum` and the unbiased variance,
+//! `num_batches_tracked` counted, as torch's `batch_norm_cpu_update_stats_template` does.
+//! Differentiable in the input (one custom op) and in weight and bias (broadcast ops).
+
+use candle_core::{bail, DType, Device, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::kernel::{custom_op1, custom_op2, lit, wide, Kernel1, Kernel2, Real};
+
+/// torch's defaults, which the experiment's models keep.
+pub const MOMENTUM: f64 = 0.1;
+pub const EPS: f64 = 1e-5;
+
+/// A BatchNorm layer's buffers (`running_mean`, `running_var`, `num_batches_tracked` in
+/// its state dict).
+#[derive(Clone, Debug)]
+pub struct BatchNormStats {
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    pub num_batches_tracked: i64,
+}
+
+impl BatchNormStats {
+    /// A fresh layer's buffers: mean 0, variance 1, no batches seen.
+    pub fn new(channels: usize, dtype: DType, device: &Device) -> Result<Self> {
+        Ok(BatchNormStats {
+            running_mean: Tensor::zeros(channels, dtype, device)?,
+            running_var: Tensor::ones(channels, dtype, device)?,
+            num_batches_tracked: 0,
+        })
+    }
+}
+
+/// One train-mode BatchNorm2d forward on (N, C, H, W): returns the output and updates
+/// `stats`. `weight` and `bias` are (C,) or absent (`affine=False`).
+pub fn batch_norm2d_train(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    stats: &mut BatchNormStats,
+    momentum: f64,
+    eps: f64,
+) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let count = n * h * w;
+    if count < 2 {
+        // torch: "Expected more than 1 value per channel when training".
+        bail!("batch_norm2d: {count} value(s) per channel; training needs more than 1");
+    }
+    if stats.running_mean.dims1()? != c || stats.running_var.dims1()? != c {
+        bail!(
+            "batch_norm2d: running statistics of {:?} for {c} channels",
+            stats.running_mean.shape()
+        );
+    }
+    let x = x.contiguous()?;
+    let moments = x.apply_op1_no_bwd(&ChannelMoments)?.to_vec2::<f64>()?;
+    let (mean, var) = (&moments[0], &moments[1]);
+
+    // The running statistics in float64, then stored in their own dtype (torch computes
+    // them in its accumulation type, double on the CPU).
+    let old_mean = stats.running_mean.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let old_var = stats.running_var.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let unbiased = count as f64 / (count - 1) as f64;
+    let new_mean: Vec<f64> = mean
+        .iter()
+        .zip(&old_mean)
+        .map(|(m, r)| momentum * m + (1.0 - momentum) * r)
+        .collect();
+    let new_var: Vec<f64> = var
+        .iter()
+        .zip(&old_var)
+        .map(|(v, r)| momentum * v * unbiased + (1.0 - momentum) * r)
+        .collect();
+    let dev = stats.running_mean.device().clone();
+    stats.running_mean = Tensor::new(new_mean, &dev)?.to_dtype(stats.running_mean.dtype())?;
+    stats.running_var = Tensor::new(new_var, &dev)?.to_dtype(stats.running_var.dtype())?;
+    stats.num_batches_tracked += 1;
+
+    let inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let y = x.apply_op1(ChannelNormalize {
+        mean: mean.clone(),
+        inv_std,
+    })?;
+    let y = match weight {
+        Some(wt) => y.broadcast_mul(&wt.reshape((1, c, 1, 1))?)?,
+        None => y,
+    };
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, c, 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// Per channel of (N, C, H, W): the mean and the biased variance, as a (2, C) float64
+/// tensor, accumulated in float64.
+struct ChannelMoments;
+
+impl ChannelMoments {
+    fn of<T: Real>(x: &[T], (n, c, hw): (usize, usize, usize)) -> Vec<(f64, f64)> {
+        let count = (n * hw) as f64;
+        (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let planes = || (0..n).map(move |i| &x[(i * c + ch) * hw..][..hw]);
+                let mean = planes().flatten().map(|&v| wide(v)).sum::<f64>() / count;
+                let var = planes().flatten().map(|&v| (wide(v) - mean).powi(2)).sum::<f64>() / count;
+                (mean, var)
+            })
+            .collect()
+    }
+}
+
+impl candle_core::CustomOp1 for ChannelMoments {
+    fn name(&self) -> &'static str {
+        "train-batch-norm-moments"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let moments = match s {
+            candle_core::CpuStorage::F32(_) => Self::of(
+                super::kernel::contiguous::<f32>(s, l, "batch_norm")?,
+                (n, c, h * w),
+            ),
+            candle_core::CpuStorage::F64(_) => Self::of(
+                super::kernel::contiguous::<f64>(s, l, "batch_norm")?,
+                (n, c, h * w),
+            ),
+            _ => bail!("batch_norm2d: float32 or float64 only"),
+        };
+        let mut out: Vec<f64> = moments.iter().map(|m| m.0).collect();
+        out.extend(moments.iter().map(|m| m.1));
+        Ok((candle_core::CpuStorage::F64(out), Shape::from((2, c))))
+    }
+}
+
+/// (x - mean_c) * inv_std_c with the batch's statistics, which the backward keeps: in train
+/// mode they depend on x, and their derivative is the two mean terms of the backward.
+struct ChannelNormalize {
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+}
+
+impl Kernel1 for ChannelNormalize {
+    const NAME: &'static str = "train-batch-norm";
+
+    fn run<T: Real>(&self, x: &[T], shape: &Shape) -> Result<(Vec<T>, Shape)> {
+        let (_, c, h, w) = shape.dims4()?;
+        let mut out = vec![T::zero(); x.len()];
+        out.par_chunks_mut(h * w)
+            .zip(x.par_chunks(h * w))
+            .enumerate()
+            .for_each(|(plane, (dst, src))| {
+                let (m, s) = (self.mean[plane % c], self.inv_std[plane % c]);
+                for (o, &v) in dst.iter_mut().zip(src) {
+                    *o = lit((wide(v) - m) * s);
+                }
+            });
+        Ok((out, shape.clone()))
+    }
+}
+
+custom_op1!(ChannelNormalize, |op: &ChannelNormalize,
+                               _arg: &Tensor,
+                               res: &Tensor,
+                               grad: &Tensor| {
+    res.contiguous()?.apply_op2_no_bwd(
+        grad,
+        &ChannelNormalizeBackward {
+            inv_std: op.inv_std.clone(),
+        },
+    )
+});
+
+/// dx = inv_std (g - mean_c(g) - y mean_c(g y)), y the normalised input.
+struct ChannelNormalizeBackward {
+    inv_std: Vec<f64>,
+}
+
+impl Kernel2 for ChannelNormalizeBackward {
+    const NAME: &'static str = "train-batch-norm-backward";
+
+    fn run<T: Real>(&self, y: &[T], shape: &Shape, g: &[T], g_shape: &Shape) -> Result<(Vec<T>, Shape)> {
+        if shape != g_shape {
+            bail!("batch_norm2d backward: grad {g_shape:?} for an output {shape:?}");
+        }
+        let (n, c, h, w) = shape.dims4()?;
+        let hw = h * w;
+        let count = (n * hw) as f64;
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                (0..n).fold((0.0, 0.0), |(sg, sgy), i| {
+                    let at = (i * c + ch) * hw;
+                    y[at..at + hw]
+                        .iter()
+                        .zip(&g[at..at + hw])
+                        .fold((sg, sgy), |(a, b), (&yv, &gv)| {
+                            (a + wide(gv), b + wide(gv) * wide(yv))
+                        })
+                })
+            })
+            .collect();
+        let mut out = vec![T::zero(); y.len()];
+        out.par_chunks_mut(hw).enumerate().for_each(|(plane, dst)| {
+            let ch = plane % c;
+            let (g_mean, gy_mean, s) = (sums[ch].0 / count, sums[ch].1 / count, self.inv_std[ch]);
+            let at = plane * hw;
+            for (o, (&yv, &gv)) in dst.iter_mut().zip(y[at..at + hw].iter().zip(&g[at..at + hw])) {
+                *o = lit(s * (wide(gv) - g_mean - wide(yv) * gy_mean));
+            }
+        });
+        Ok((out, shape.clone()))
+    }
+}
+
+custom_op2!(ChannelNormalizeBackward);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::gradcheck::check_gradient;
+
+    #[test]
+    fn gradient_matches_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(1f64, 2.0, (3, 4, 3, 5), &dev)?;
+        let (w, b) = (
+            Tensor::randn(1f64, 0.5, 4, &dev)?,
+            Tensor::randn(0f64, 0.5, 4, &dev)?,
+        );
+        let err = check_gradient(
+            &x,
+            |x| {
+                let mut stats = BatchNormStats::new(4, DType::F64, &dev)?;
+                batch_norm2d_train(x, Some(&w), Some(&b), &mut stats, MOMENTUM, EPS)
+            },
+            8,
+        )?;
+        assert!(err < 1e-7, "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn running_statistics_move_with_the_unbiased_variance() -> Result<()> {
+        let dev = Device::Cpu;
+        // One channel, values 0 and 2: mean 1, biased variance 1, unbiased 2.
+        let x = Tensor::new(&[0f32, 2.0], &dev)?.reshape((2, 1, 1, 1))?;
+        let mut stats = BatchNormStats::new(1, DType::F32, &dev)?;
+        let y = batch_norm2d_train(&x, None, None, &mut stats, MOMENTUM, 0.0)?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [-1.0, 1.0]);
+        assert!((stats.running_mean.to_vec1::<f32>()?[0] - 0.1).abs() < 1e-7);
+        assert!((stats.running_var.to_vec1::<f32>()?[0] - 1.1).abs() < 1e-7);
+        assert_eq!(stats.num_batches_tracked, 1);
+        let one = Tensor::new(&[3f32], &dev)?.reshape((1, 1, 1, 1))?;
+        assert!(batch_norm2d_train(&one, None, None, &mut stats, MOMENTUM, EPS).is_err());
+        Ok(())
+    }
+}

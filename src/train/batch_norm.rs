@@ -243,6 +243,7 @@ mod tests {
             },
             8,
         )?;
+        println!("batch norm: finite-difference error {err:.1e}");
         assert!(err < 1e-7, "{err}");
         Ok(())
     }

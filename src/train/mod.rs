@@ -3,10 +3,22 @@
 //! groups and the experiment's per-iteration learning-rate schedule. The training loop
 //! itself (`rankseg exp` without `--test-only`) builds on these.
 //!
+//! One iteration of `train.py` with these pieces:
+//!
+//! ```text
+//! let mut opt = Optimizer::new(from_config::rule(&optim)?, optim::segmentor_groups(..))?;
+//! let mut sched = LambdaLr::new(from_config::schedule(&optim, &schedule, train_iters)?, &mut opt)?;
+//! // per batch:
+//! let loss = model.forward_loss(&image, &label)?;  // BatchNorm via batch_norm2d_train
+//! opt.step(&loss.backward()?)?;                      // at the rates of lambda(k - 1)
+//! sched.step(&mut opt)?;
+//! ```
+//!
 //! The custom ops have CPU kernels only (float32, and float64 for the finite-difference
-//! checks).
+//! checks); on another device they fail with candle's "no cuda implementation" error.
 
 pub mod batch_norm;
+pub mod from_config;
 pub mod gradcheck;
 pub(crate) mod kernel;
 pub mod norm;

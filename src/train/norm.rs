@@ -160,8 +160,10 @@ mod tests {
             Tensor::randn(0f64, 0.5, 7, &dev)?,
         );
         let err = check_gradient(&x, |x| layer_norm(x, Some(&w), Some(&b), 1e-5), 5)?;
+        println!("layer norm: finite-difference error {err:.1e}");
         assert!(err < 1e-8, "layer norm: {err}");
         let err = check_gradient(&x, |x| rms_norm(x, &w, 1e-6), 6)?;
+        println!("rms norm: finite-difference error {err:.1e}");
         assert!(err < 1e-8, "rms norm: {err}");
         Ok(())
     }

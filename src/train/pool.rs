@@ -182,13 +182,12 @@ struct AvgForward {
     count_include_pad: bool,
 }
 
+/// Rows y0..y1, columns x0..x1, and the divisor.
+type AvgWindow = (usize, usize, usize, usize, f64);
+
 /// Each output pixel's window and divisor, in torch's terms: the divisor is the window
 /// clipped to the padded input with `count_include_pad`, to the input itself without.
-fn avg_windows(
-    pool: &Pool2d,
-    count_include_pad: bool,
-    (h, w): (usize, usize),
-) -> Result<Vec<(usize, usize, usize, usize, f64)>> {
+fn avg_windows(pool: &Pool2d, count_include_pad: bool, (h, w): (usize, usize)) -> Result<Vec<AvgWindow>> {
     let (oh, ow) = pool.output_size(h, w)?;
     let mut v = Vec::with_capacity(oh * ow);
     for oy in 0..oh {
@@ -301,9 +300,11 @@ mod tests {
             for (k, s, p, ceil) in POOLS {
                 let pool = Pool2d::new(k, s, p, ceil);
                 let err = check_gradient(&x, |x| max_pool2d(x, pool), 3)?;
+                println!("max {pool:?} {h}x{w}: finite-difference error {err:.1e}");
                 assert!(err < 1e-8, "max {pool:?} {h}x{w}: {err}");
                 for include in [false, true] {
                     let err = check_gradient(&x, |x| avg_pool2d(x, pool, include), 4)?;
+                    println!("avg {pool:?} include {include} {h}x{w}: finite-difference error {err:.1e}");
                     assert!(err < 1e-8, "avg {pool:?} include {include} {h}x{w}: {err}");
                 }
             }

@@ -91,6 +91,7 @@ mod tests {
     fn gradient_matches_finite_differences() -> Result<()> {
         let x = Tensor::randn(0f64, 3.0, (2, 3, 9), &Device::Cpu)?;
         let err = check_gradient(&x, softmax_last_dim, 7)?;
+        println!("softmax: finite-difference error {err:.1e}");
         assert!(err < 1e-8, "{err}");
         Ok(())
     }

@@ -162,6 +162,7 @@ mod tests {
         for align_corners in [false, true] {
             for (h, w) in [(9, 7), (3, 2), (5, 4), (1, 6)] {
                 let err = check_gradient(&x, |x| upsample_bilinear2d(x, h, w, align_corners), 1)?;
+                println!("align_corners {align_corners} {h}x{w}: finite-difference error {err:.1e}");
                 assert!(err < 1e-8, "align_corners {align_corners} {h}x{w}: {err}");
             }
         }

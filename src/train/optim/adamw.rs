@@ -1,7 +1,10 @@
 //! One parameter's `torch.optim.AdamW` update (`_single_tensor_adamw`, the path torch takes
 //! for CPU tensors), operation by operation in float32 with torch's scalars: each Python
 //! float is computed in float64 and rounded to float32 where torch's kernel receives it.
-//! `lerp_` is a fused multiply-add in torch's vectorised kernel, so it is one here too.
+//! `lerp_` is a fused multiply-add in torch's vectorised kernel, and so is `addcmul_`'s final
+//! multiply-add in the x86 builds (the compiler contracts it): fused here too, which makes
+//! the fixture's 12 steps bit-identical to torch's (unfused, 11 of 3708 values were 1-2 ulp
+//! off).
 
 /// torch's defaults (`betas=(0.9, 0.999)`, `eps=1e-8`), which the experiment keeps.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -66,7 +69,7 @@ pub fn update(
         // torch's lerp with a weight under 0.5: start + weight * (end - start), fused.
         *m = lerp_weight.mul_add(g - *m, *m);
         *v *= beta2;
-        *v += one_minus_beta2 * g * g;
+        *v = (one_minus_beta2 * g).mul_add(g, *v); // addcmul_: v + (value * g) * g
         let denom = v.sqrt() / bias_correction2_sqrt + eps;
         *p += neg_step_size * *m / denom;
     }

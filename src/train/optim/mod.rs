@@ -154,3 +154,87 @@ impl Optimizer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn grads_for(vars: &[Var], seed: f64) -> Result<GradStore> {
+        let mut grads = vars[0].as_tensor().sum_all()?.backward()?;
+        for (i, v) in vars.iter().enumerate() {
+            let g = (v.as_tensor().sin()? * (seed + i as f64))?;
+            grads.insert(v.as_tensor(), g);
+        }
+        Ok(grads)
+    }
+
+    fn run(rule: Rule, steps: usize, resume_at: Option<usize>) -> Result<Vec<Vec<f32>>> {
+        let dev = Device::Cpu;
+        let make = || -> Result<(Vec<Var>, Optimizer)> {
+            let a = Var::from_tensor(&Tensor::arange(0f32, 20.0, &dev)?.reshape((4, 5))?)?;
+            let b = Var::from_tensor(&Tensor::arange(-2f32, 3.0, &dev)?)?;
+            let groups = vec![
+                ParamGroup {
+                    params: vec![a.clone()],
+                    lr: 0.1,
+                    weight_decay: 0.01,
+                },
+                ParamGroup {
+                    params: vec![b.clone()],
+                    lr: 0.2,
+                    weight_decay: 0.0,
+                },
+            ];
+            Ok((vec![a, b], Optimizer::new(rule, groups)?))
+        };
+        let (mut vars, mut opt) = make()?;
+        for k in 0..steps {
+            if Some(k) == resume_at {
+                // A new optimizer over parameters restored from a "checkpoint".
+                let (fresh, mut fresh_opt) = make()?;
+                for (f, v) in fresh.iter().zip(&vars) {
+                    f.set(v.as_tensor())?;
+                }
+                fresh_opt.load_state(opt.state().to_vec())?;
+                (vars, opt) = (fresh, fresh_opt);
+            }
+            opt.step(&grads_for(&vars, 1.0 + k as f64)?)?;
+        }
+        vars.iter()
+            .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+            .collect()
+    }
+
+    #[test]
+    fn restored_state_continues_exactly() -> Result<()> {
+        for rule in [Rule::AdamW(AdamWConfig::default()), Rule::Sgd { momentum: 0.9 }] {
+            assert_eq!(run(rule, 6, None)?, run(rule, 6, Some(3))?, "{rule:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_mismatched_state_and_non_f32() -> Result<()> {
+        let dev = Device::Cpu;
+        let a = Var::zeros(3, DType::F32, &dev)?;
+        let group = || ParamGroup {
+            params: vec![a.clone()],
+            lr: 0.1,
+            weight_decay: 0.0,
+        };
+        let mut opt = Optimizer::new(Rule::Sgd { momentum: 0.9 }, vec![group()])?;
+        let wrong_len = vec![vec![ParamState::Momentum(MomentumState { buffer: vec![0.0; 2] })]];
+        assert!(opt.load_state(wrong_len).is_err());
+        let wrong_rule = vec![vec![ParamState::Adam(AdamState::new(3))]];
+        assert!(opt.load_state(wrong_rule).is_err());
+        assert!(opt.load_state(vec![]).is_err());
+        let f64_group = ParamGroup {
+            params: vec![Var::zeros(3, DType::F64, &dev)?],
+            lr: 0.1,
+            weight_decay: 0.0,
+        };
+        assert!(Optimizer::new(Rule::Sgd { momentum: 0.9 }, vec![f64_group]).is_err());
+        Ok(())
+    }
+}

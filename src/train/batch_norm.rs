@@ -359,26 +359,25 @@ custom_op2!(GradInput);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::gradcheck::check_gradient;
+    use crate::train::gradcheck::{check_gradient, seeded_normal};
 
     #[test]
     fn gradient_matches_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Tensor::randn(1f64, 2.0, (3, 4, 3, 5), &dev)?;
-        let (w, b) = (
-            Tensor::randn(1f64, 0.5, 4, &dev)?,
-            Tensor::randn(0f64, 0.5, 4, &dev)?,
-        );
-        let err = check_gradient(
-            &x,
-            |x| {
-                let mut stats = BatchNormStats::new(4, DType::F64, &dev)?;
-                batch_norm2d_train(x, Some(&w), Some(&b), &mut stats, MOMENTUM, EPS)
-            },
-            8,
-        )?;
-        println!("batch norm: finite-difference error {err:.1e}");
-        assert!(err < 1e-7, "{err}");
+        let x = seeded_normal((3, 4, 3, 5), 1.0, 2.0, 101)?;
+        let (w, b) = (seeded_normal(4, 1.0, 0.5, 102)?, seeded_normal(4, 0.0, 0.5, 103)?);
+        let bn = |x: &Tensor, w: &Tensor, b: &Tensor| {
+            let mut stats = BatchNormStats::new(4, DType::F64, &dev)?;
+            batch_norm2d_train(x, Some(w), Some(b), &mut stats, MOMENTUM, EPS)
+        };
+        for (what, err) in [
+            ("input", check_gradient(&x, |x| bn(x, &w, &b), 8)?),
+            ("weight", check_gradient(&w, |w| bn(&x, w, &b), 9)?),
+            ("bias", check_gradient(&b, |b| bn(&x, &w, b), 10)?),
+        ] {
+            println!("batch norm {what}: finite-difference error {err:.1e}");
+            assert!(err < 1e-7, "{what}: {err}");
+        }
         Ok(())
     }
 

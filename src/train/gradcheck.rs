@@ -47,3 +47,18 @@ where
         .fold(0f64, |m, (a, n)| m.max((a - n).abs()));
     Ok(worst / scale)
 }
+
+/// A float64 normal tensor from a fixed seed: the checks see the same inputs every run, so a
+/// near-tie that a finite-difference step could flip (max pooling) cannot come and go.
+pub fn seeded_normal<S: Into<candle_core::Shape>>(
+    shape: S,
+    mean: f64,
+    std: f64,
+    seed: u64,
+) -> Result<Tensor> {
+    let shape = shape.into();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let normal = rand_distr::Normal::new(mean, std).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let v: Vec<f64> = (0..shape.elem_count()).map(|_| rng.sample(normal)).collect();
+    Tensor::from_vec(v, shape, &candle_core::Device::Cpu)
+}

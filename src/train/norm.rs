@@ -148,20 +148,19 @@ custom_op2!(NormalizeBackward);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::gradcheck::check_gradient;
+    use crate::train::gradcheck::{check_gradient, seeded_normal};
     use candle_core::{Device, Module};
 
     #[test]
     fn gradients_match_finite_differences() -> Result<()> {
-        let dev = Device::Cpu;
-        let x = Tensor::randn(0.5f64, 2.0, (3, 4, 7), &dev)?;
-        let (w, b) = (
-            Tensor::randn(1f64, 0.5, 7, &dev)?,
-            Tensor::randn(0f64, 0.5, 7, &dev)?,
-        );
+        let x = seeded_normal((3, 4, 7), 0.5, 2.0, 101)?;
+        let (w, b) = (seeded_normal(7, 1.0, 0.5, 102)?, seeded_normal(7, 0.0, 0.5, 103)?);
         let err = check_gradient(&x, |x| layer_norm(x, Some(&w), Some(&b), 1e-5), 5)?;
         println!("layer norm: finite-difference error {err:.1e}");
         assert!(err < 1e-8, "layer norm: {err}");
+        let err = check_gradient(&w, |w| layer_norm(&x, Some(w), Some(&b), 1e-5), 9)?;
+        println!("layer norm weight: finite-difference error {err:.1e}");
+        assert!(err < 1e-8, "layer norm weight: {err}");
         let err = check_gradient(&x, |x| rms_norm(x, &w, 1e-6), 6)?;
         println!("rms norm: finite-difference error {err:.1e}");
         assert!(err < 1e-8, "rms norm: {err}");

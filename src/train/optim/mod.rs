@@ -9,6 +9,7 @@
 pub mod adamw;
 pub mod groups;
 pub mod sgd;
+mod state;
 
 use candle_core::{backprop::GradStore, bail, DType, Result, Tensor, Var};
 

@@ -56,6 +56,22 @@ pub fn batch_norm2d_train(
             stats.running_mean.shape()
         );
     }
+    // affine=False is weight 1 and bias 0 (their grads are then computed and dropped).
+    let weight = match weight {
+        Some(wt) => wt.clone(),
+        None => Tensor::ones(c, x.dtype(), x.device())?,
+    };
+    let bias = match bias {
+        Some(b) => b.clone(),
+        None => Tensor::zeros(c, x.dtype(), x.device())?,
+    };
+    if weight.dims1()? != c || bias.dims1()? != c {
+        bail!(
+            "batch_norm2d: weight {:?} and bias {:?} for {c} channels",
+            weight.shape(),
+            bias.shape()
+        );
+    }
     let x = x.contiguous()?;
     let moments = x.apply_op1_no_bwd(&ChannelMoments)?.to_vec2::<f64>()?;
     let (mean, var) = (&moments[0], &moments[1]);
@@ -81,22 +97,6 @@ pub fn batch_norm2d_train(
     stats.num_batches_tracked += 1;
 
     let inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    // affine=False is weight 1 and bias 0 (their grads are then computed and dropped).
-    let weight = match weight {
-        Some(wt) => wt.clone(),
-        None => Tensor::ones(c, x.dtype(), x.device())?,
-    };
-    let bias = match bias {
-        Some(b) => b.clone(),
-        None => Tensor::zeros(c, x.dtype(), x.device())?,
-    };
-    if weight.dims1()? != c || bias.dims1()? != c {
-        bail!(
-            "batch_norm2d: weight {:?} and bias {:?} for {c} channels",
-            weight.shape(),
-            bias.shape()
-        );
-    }
     x.apply_op3(
         &weight.contiguous()?,
         &bias.contiguous()?,

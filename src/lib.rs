@@ -20,3 +20,4 @@ pub mod report;
 pub mod runner;
 pub mod synthetic;
 pub mod tensor_io;
+pub mod train;

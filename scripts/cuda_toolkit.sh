@@ -11,8 +11,10 @@
 #
 # The binary links the CUDA driver (libcuda.so.1) dynamically, as candle's cudarc asks.
 # No wheel ships the driver, so the link uses a stub: a shared library with the driver's
-# entry points as empty functions and the driver's soname, made here from the names cudarc
-# declares. At run time the real driver of the GPU machine is loaded in its place.
+# entry points and soname, made here from the names cudarc declares, each answering
+# CUDA_ERROR_NO_DEVICE (100). On a GPU machine the real driver is loaded in its place; here,
+# with the stub on LD_LIBRARY_PATH, the binary runs on the CPU and `--device cuda` fails
+# cleanly.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -52,8 +54,9 @@ if [ ! -f "$link/libcuda.so" ]; then
   cudarc="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-* 2>/dev/null | sort -V | tail -n 1 || true)"
   [ -n "$cudarc" ] || { echo "error: cudarc's sources are not in the cargo registry: run 'cargo fetch' first" >&2; exit 1; }
   grep -rhoE '^ +fn cu[A-Za-z0-9_]+\(' "$cudarc/src/driver/sys" | sed -E 's/^ +fn //; s/\($//' | sort -u \
-    | awk '{ printf "void %s(void) {}\n", $1 }' > "$link/cuda_stub.c"
+    | awk '{ printf "int %s(void) { return 100; }\n", $1 }' > "$link/cuda_stub.c"
   cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$link/libcuda.so" "$link/cuda_stub.c"
+  ln -sf libcuda.so "$link/libcuda.so.1"
 fi
 
 cat <<EOF

@@ -327,7 +327,11 @@ pub fn device(name: &str) -> Result<Device> {
                 .map_or(Ok(0), str::parse)
                 .context("--device cuda:N needs a number")?;
             if cfg!(feature = "cuda") {
-                Ok(Device::new_cuda(ordinal)?)
+                Device::new_cuda(ordinal).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--device {cuda}: cannot open CUDA device {ordinal} ({e}); check that the machine has an NVIDIA GPU and its driver (nvidia-smi)"
+                    )
+                })
             } else {
                 bail!("--device {cuda}: this binary was built without the `cuda` feature (cargo build --release --features cuda)")
             }

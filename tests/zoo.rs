@@ -126,11 +126,17 @@ fn logits_command(model_yaml: &Path, case: &Path, checkpoint: &Path, out_file: &
 
 /// The logits `rankseg logits` writes for a case, and their shape.
 fn logits(case: &Path, checkpoint: &Path) -> (Vec<f32>, Vec<usize>) {
+    logits_with(case, checkpoint, &[])
+}
+
+fn logits_with(case: &Path, checkpoint: &Path, env: &[(&str, &str)]) -> (Vec<f32>, Vec<usize>) {
     let out = tempfile::tempdir().unwrap();
     let out_file = out.path().join("logits.npy");
-    logits_command(&case.join("model.yaml"), case, checkpoint, &out_file)
-        .assert()
-        .success();
+    let mut cmd = logits_command(&case.join("model.yaml"), case, checkpoint, &out_file);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.assert().success();
     read_f32(&out_file)
 }
 
@@ -165,6 +171,29 @@ fn logits_equal_the_experiment_for_every_method_and_backbone() {
         }
     }
     assert!(failures.is_empty(), "logits differ: {failures:?}");
+}
+
+/// The path CUDA takes (candle's own convolutions, pooling, resizing instead of our CPU
+/// kernels), forced on the CPU by RANKSEG_PORTABLE_OPS, on one case per backbone family.
+#[test]
+fn portable_ops_equal_the_experiment() {
+    for name in [
+        "deeplabv3plus_resnet34d",
+        "unet_resnet50d",
+        "deeplabv3plus_efficientnet_b0",
+        "pspnet_resnet50d",
+        "segformer_mit_b0",
+        "upernet_convnext_base",
+    ] {
+        let case = zoo(name);
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("checkpoint.safetensors");
+        write_formula_safetensors(&case, &weights);
+        let (ours, _) = logits_with(&case, &weights, &[("RANKSEG_PORTABLE_OPS", "1")]);
+        let (theirs, _) = read_f32(&case.join("logits.npy"));
+        let diff = relative_diff(&ours, &theirs);
+        assert!(diff <= 1e-4, "{name} with portable ops: {diff:.2e}");
+    }
 }
 
 /// The auxiliary branch loads and computes `Segmentor.forward(x)[1]`.

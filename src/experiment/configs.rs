@@ -87,8 +87,12 @@ impl Configs {
             source: predict_source,
             value: predict_value,
         };
+        let loss: Loaded<LossConfig> = load(Kind::Losses, &names.loss)?;
+        // Resolved now so a loss yaml's bad key or value fails before any work, naming the file.
+        crate::train::loss::LossSpec::from_config(&loss.value, data.value.num_classes)
+            .with_context(|| format!("{} with {}", loss.source.origin, data.source.origin))?;
         Ok(Configs {
-            loss: load(Kind::Losses, &names.loss)?,
+            loss,
             schedule: load(Kind::Schedules, &names.schedule)?,
             optim: load(Kind::Optims, &names.optim)?,
             model: names

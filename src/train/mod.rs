@@ -1,7 +1,7 @@
 //! Training building blocks (issue 12): differentiable versions of the ops whose candle
 //! forward has no backward, BatchNorm in train mode, torch's optimizers over parameter
-//! groups and the experiment's per-iteration learning-rate schedule. The training loop
-//! itself (`rankseg exp` without `--test-only`) builds on these.
+//! groups, the experiment's per-iteration learning-rate schedule and the losses (`loss`).
+//! The training loop itself (`rankseg exp` without `--test-only`) builds on these.
 //!
 //! One iteration of `train.py` with these pieces:
 //!
@@ -21,6 +21,7 @@ pub mod batch_norm;
 pub mod from_config;
 pub mod gradcheck;
 pub(crate) mod kernel;
+pub mod loss;
 pub mod norm;
 pub mod optim;
 pub mod pool;

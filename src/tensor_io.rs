@@ -2,7 +2,7 @@
 //! message naming it.
 
 use std::fs::File;
-use std::io::{BufReader, Chain, Cursor, Read};
+use std::io::{BufReader, Chain, Cursor, Read, Seek};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -194,8 +194,182 @@ impl<R: Read> OpenedNpy<R> {
     }
 }
 
+/// Reads float32 or float64 probabilities straight into their final buffer (see
+/// `read_raw`); other dtypes get `probs`' message.
 pub fn read_probs(path: &Path) -> Result<ProbArray> {
-    open_file(path)?.probs()
+    let (opened, mut reader) = open_header(path)?;
+    let shape = opened.shape.clone();
+    Ok(match (opened.kind, opened.size) {
+        (TypeChar::Float, 4) => ProbArray::F32(read_raw(&opened, &mut reader)?, shape),
+        (TypeChar::Float, 8) => ProbArray::F64(read_raw(&opened, &mut reader)?, shape),
+        _ => opened.probs()?,
+    })
+}
+
+/// A .npy's checked header, and the file positioned at its data. The checks see an empty
+/// data reader: the data is read by the caller, not through npyz.
+fn open_header(path: &Path) -> Result<(OpenedNpy<std::io::Empty>, BufReader<File>)> {
+    let name = path.display().to_string();
+    let file = File::open(path).with_context(|| format!("cannot open {name}"))?;
+    let len = file.metadata().ok().map(|m| m.len());
+    let mut reader = BufReader::new(file);
+    let header = read_header_bytes(&mut reader, &name)?;
+    check_header_shape(&header, &name)?;
+    let header_len = header.len() as u64;
+    let parsed = npyz::NpyHeader::from_reader(&mut Cursor::new(header))
+        .with_context(|| format!("{name} is not a readable .npy file"))?;
+    let data_len = len.map(|len| len.saturating_sub(header_len));
+    let opened = checked(NpyFile::with_header(parsed, std::io::empty()), name, data_len)?;
+    Ok((opened, reader))
+}
+
+/// Where the data of an opened .npy of `width`-byte elements lies in its file: (offset,
+/// length in bytes). A short file or an element count that overflows is reported here,
+/// before anything is allocated or mapped.
+fn data_extent<R: Read>(
+    opened: &OpenedNpy<R>,
+    reader: &mut BufReader<File>,
+    width: usize,
+) -> Result<(u64, usize)> {
+    let name = &opened.name;
+    let bytes = opened
+        .shape
+        .iter()
+        .try_fold(width, |n, &d| n.checked_mul(d))
+        .filter(|&n| isize::try_from(n).is_ok())
+        .with_context(|| format!("{name}: shape {:?} has too many elements", opened.shape))?;
+    let start = reader
+        .stream_position()
+        .with_context(|| format!("cannot read the data of {name}"))?;
+    let len = reader
+        .get_ref()
+        .metadata()
+        .with_context(|| format!("cannot read the data of {name}"))?
+        .len();
+    let held = len.saturating_sub(start);
+    if held < bytes as u64 {
+        bail!(
+            "{name} is truncated: shape {:?} needs {bytes} bytes of data, the file holds {held}",
+            opened.shape
+        );
+    }
+    Ok((start, bytes))
+}
+
+/// The data of an opened float .npy, read with one `read_exact` into a buffer of the
+/// final size. npyz's `into_vec` collects element by element into a growing `Vec`: about
+/// three times slower, and its doublings peak at up to three times the array.
+fn read_raw<T: bytemuck::Pod, R: Read>(
+    opened: &OpenedNpy<R>,
+    reader: &mut BufReader<File>,
+) -> Result<Vec<T>> {
+    let width = std::mem::size_of::<T>();
+    let (_, bytes) = data_extent(opened, reader, width)?;
+    let mut data = vec![T::zeroed(); bytes / width];
+    reader
+        .read_exact(bytemuck::cast_slice_mut(&mut data))
+        .with_context(|| format!("cannot read the data of {}", opened.name))?;
+    if stored_swapped(&opened.npy.dtype()) {
+        for value in bytemuck::cast_slice_mut::<T, u8>(&mut data).chunks_exact_mut(width) {
+            value.reverse();
+        }
+    }
+    Ok(data)
+}
+
+/// Probabilities as `open_probs` gives them: the file's own pages, or a copy.
+pub enum LoadedProbs {
+    Mapped {
+        map: memmap2::Mmap,
+        start: usize,
+        bytes: usize,
+        shape: Vec<usize>,
+        double: bool,
+    },
+    Read(ProbArray),
+}
+
+/// A float32 or float64 view of loaded probabilities.
+pub enum ProbSlice<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+impl LoadedProbs {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            LoadedProbs::Mapped { shape, .. } => shape,
+            LoadedProbs::Read(array) => array.shape(),
+        }
+    }
+
+    pub fn view(&self) -> ProbSlice<'_> {
+        match self {
+            LoadedProbs::Mapped {
+                map,
+                start,
+                bytes,
+                double,
+                ..
+            } => {
+                // Alignment and length were checked when mapping.
+                let data = &map[*start..*start + *bytes];
+                if *double {
+                    ProbSlice::F64(bytemuck::cast_slice(data))
+                } else {
+                    ProbSlice::F32(bytemuck::cast_slice(data))
+                }
+            }
+            LoadedProbs::Read(ProbArray::F32(data, _)) => ProbSlice::F32(data),
+            LoadedProbs::Read(ProbArray::F64(data, _)) => ProbSlice::F64(data),
+        }
+    }
+}
+
+/// Probabilities for one read, start to end: a float .npy in this machine's byte order
+/// whose data is aligned in the file (numpy pads headers to 64 bytes) is mapped, so its
+/// pages come straight from the page cache with no copy and no fresh memory to zero (on a
+/// warm cache about half of `predict --solver argmax`'s time, and its whole second copy of
+/// the input); anything else is read by `read_probs`.
+pub fn open_probs(path: &Path) -> Result<LoadedProbs> {
+    let (opened, mut reader) = open_header(path)?;
+    let width = match (opened.kind, opened.size) {
+        (TypeChar::Float, 4) => 4,
+        (TypeChar::Float, 8) => 8,
+        _ => return Ok(LoadedProbs::Read(opened.probs()?)),
+    };
+    let (start, bytes) = data_extent(&opened, &mut reader, width)?;
+    if stored_swapped(&opened.npy.dtype()) || !start.is_multiple_of(width as u64) || bytes == 0 {
+        return read_probs(path).map(LoadedProbs::Read);
+    }
+    // Safety: the map is read-only and lives as long as the slices `view` lends out. What
+    // memory mapping cannot rule out is another process truncating or rewriting the file
+    // while it is mapped (a read could then fault or see the new bytes): the contract of
+    // numpy's `mmap_mode`, and for an input read once it means the caller changed the file
+    // under a running command.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(reader.get_ref()) }
+        .with_context(|| format!("cannot map {}", opened.name))?;
+    let start = start as usize;
+    if map.len() < start + bytes || !(map.as_ptr() as usize + start).is_multiple_of(width) {
+        return read_probs(path).map(LoadedProbs::Read);
+    }
+    Ok(LoadedProbs::Mapped {
+        map,
+        start,
+        bytes,
+        shape: opened.shape.clone(),
+        double: width == 8,
+    })
+}
+
+/// Whether a plain dtype's bytes are in the other order than this machine's.
+fn stored_swapped(dtype: &DType) -> bool {
+    let DType::Plain(ts) = dtype else { return false };
+    match ts.endianness() {
+        npyz::Endianness::Little => cfg!(target_endian = "big"),
+        npyz::Endianness::Big => cfg!(target_endian = "little"),
+        npyz::Endianness::Irrelevant => false,
+    }
 }
 
 pub fn read_ints(path: &Path) -> Result<IntArray> {
@@ -256,4 +430,38 @@ pub fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], da
         writer.finish()?;
         Ok(())
     })
+}
+
+/// `write_npy` for plain numeric data, written as one block of bytes after the header
+/// instead of element by element (a class map or mask array is written at disk speed).
+pub fn write_npy_pod<T: npyz::AutoSerialize + bytemuck::Pod>(
+    path: &Path,
+    shape: &[usize],
+    data: &[T],
+) -> Result<()> {
+    if cfg!(target_endian = "big") {
+        // npyz's default dtype is little-endian: let it convert.
+        return write_npy(path, shape, data);
+    }
+    let header = npy_header::<T>(shape)?;
+    write_atomic(path, |out| {
+        out.write_all(&header)?;
+        out.write_all(bytemuck::cast_slice(data))?;
+        Ok(())
+    })
+}
+
+/// The header npyz writes for a C-order array of `T` of this shape. npyz writes it when
+/// the writer begins; the writer is then dropped unfinished, which only flushes (its
+/// item-count check fails silently on drop).
+fn npy_header<T: npyz::AutoSerialize>(shape: &[usize]) -> Result<Vec<u8>> {
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut header = Vec::new();
+    let writer = npyz::WriteOptions::<T>::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(&mut header)
+        .begin_nd()?;
+    drop(writer);
+    Ok(header)
 }

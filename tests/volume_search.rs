@@ -58,6 +58,12 @@ fn rows(seed: u64) -> Vec<Vec<f32>> {
             .collect(),
         // Heavy ties: multiples of 1/8.
         (0..n).map(|_| rng.random_range(0..=8) as f32 / 8.0).collect(),
+        // Blocky, as nearest-upsampled logits give: a few hundred values, each in runs of
+        // 64, so the bins near the cut hold only exact ties and the tail is large.
+        {
+            let levels: Vec<f32> = (0..n / 64 + 1).map(|_| rng.random::<f32>().powi(4)).collect();
+            (0..n).map(|i| levels[i / 64]).collect()
+        },
         // A huge run of one value right at the decision boundary region.
         (0..n)
             .map(|i| {

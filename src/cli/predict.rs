@@ -6,7 +6,7 @@ use clap::Args;
 use crate::predict::{
     self, Metric, OutputMode, PredictOptions, Prediction, Prob, ProbMap, Solver, UnassignedPolicy,
 };
-use crate::tensor_io::{read_probs, write_npy, ProbArray};
+use crate::tensor_io::{open_probs, write_npy_pod, ProbSlice};
 
 #[derive(Args)]
 pub struct PredictArgs {
@@ -58,29 +58,27 @@ pub fn run(args: PredictArgs) -> Result<()> {
         void_index: args.void_index,
         eps: args.eps,
     };
-    let probs = read_probs(&args.probs)?;
+    let probs = open_probs(&args.probs)?;
     let shape = probs.shape().to_vec();
     let device = crate::models::device(&args.device)?;
-    let prediction = match &probs {
-        ProbArray::F32(data, _) if !device.is_cpu() => {
-            crate::gpu::predict_on(&device, data, &shape, &options)
-        }
-        ProbArray::F64(..) if !device.is_cpu() => {
+    let prediction = match probs.view() {
+        ProbSlice::F32(data) if !device.is_cpu() => crate::gpu::predict_on(&device, data, &shape, &options),
+        ProbSlice::F64(_) if !device.is_cpu() => {
             anyhow::bail!(
                 "--device {}: float64 probabilities run on the CPU only (cast to float32)",
                 args.device
             )
         }
-        ProbArray::F32(data, _) => run_typed(data, &shape, &options),
-        ProbArray::F64(data, _) => run_typed(data, &shape, &options),
+        ProbSlice::F32(data) => run_typed(data, &shape, &options),
+        ProbSlice::F64(data) => run_typed(data, &shape, &options),
     }
     .with_context(|| format!("cannot predict from {}", args.probs.display()))?;
     match prediction {
         Prediction::ClassMap(classes) => {
             let out_shape: Vec<usize> = [shape[0]].into_iter().chain(shape[2..].iter().copied()).collect();
-            write_npy(&args.out, &out_shape, &classes)
+            write_npy_pod(&args.out, &out_shape, &classes)
         }
-        Prediction::Masks(masks) => write_npy(&args.out, &shape, &masks),
+        Prediction::Masks(masks) => write_npy_pod(&args.out, &shape, &masks),
     }
 }
 

@@ -36,6 +36,8 @@ pub trait Prob:
 
     fn from_f64(value: f64) -> Self;
     fn to_f64(self) -> f64;
+    /// The largest value below this one.
+    fn next_down(self) -> Self;
 
     /// `max(self, other)` as `torch.clamp(self, min=other)`.
     fn max_with(self, other: Self) -> Self {
@@ -72,6 +74,9 @@ macro_rules! impl_prob {
             }
             fn to_f64(self) -> f64 {
                 self as f64
+            }
+            fn next_down(self) -> Self {
+                <$t>::next_down(self)
             }
         }
     };

@@ -288,17 +288,13 @@ pub fn predict<T: Prob>(map: &ProbMap<T>, options: &PredictOptions) -> Result<Pr
     options.validate(map.classes)?;
     match (options.solver, options.output_mode) {
         (Solver::Argmax, mode) => {
-            check_values(map)?;
-            let classes = argmax::class_map(map);
+            let classes = argmax::class_map(map)?;
             Ok(match mode {
                 OutputMode::Multiclass => Prediction::ClassMap(classes),
                 OutputMode::Multilabel => Prediction::Masks(argmax::one_hot(&classes, map)),
             })
         }
-        (Solver::Threshold, _) => {
-            check_values(map)?;
-            Ok(Prediction::Masks(threshold::masks(map)))
-        }
+        (Solver::Threshold, _) => Ok(Prediction::Masks(threshold::masks(map)?)),
         (Solver::Ba | Solver::Trna | Solver::BaTrna | Solver::Exact, _) => {
             let solver = match options.solver {
                 Solver::Ba => RankDiceSolver::Ba,

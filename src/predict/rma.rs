@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::float::Prob;
 use super::objective::RmaObjective;
-use super::torch_sum::torch_sum;
+use super::torch_sum::TorchSum;
 use super::volume::{optimal_cut, Cut, CHUNK};
 use super::{PredictError, ProbMap};
 
@@ -42,30 +42,57 @@ impl<T: Prob> RowStats<T> {
     }
 
     pub fn of(row: &[T]) -> Self {
-        let half = T::from_f64(0.5);
-        let partials: Vec<Self> = row
-            .par_chunks(CHUNK)
-            .map(|chunk| {
-                let (mut min, mut max, mut mass) = (chunk[0], chunk[0], 0.0f64);
-                let (mut count, mut heavy) = (0usize, 0.0f64);
-                for &p in chunk {
-                    min = if p < min { p } else { min };
-                    max = if p > max { p } else { max };
-                    let x = p.to_f64();
-                    mass += x;
-                    let above = p > half;
-                    count += above as usize;
-                    heavy += if above { x } else { 0.0 };
-                }
-                RowStats {
-                    min,
-                    max,
-                    mass,
-                    above_half: (count, heavy),
-                }
-            })
-            .collect();
+        let partials: Vec<Self> = row.par_chunks(CHUNK).map(Self::of_chunk).collect();
         partials.into_iter().fold(Self::EMPTY, Self::merge)
+    }
+
+    /// One chunk, in `LANES` interleaved accumulators merged in a fixed order: the f64
+    /// sums then vectorise (one running sum would wait on each addition). The masses are
+    /// only screening inputs and the f64 order changes them by far less than the input
+    /// precision resolves, so no output depends on the order. Four lanes keep the five
+    /// accumulators in registers on baseline x86-64 (eight spill them).
+    fn of_chunk(chunk: &[T]) -> Self {
+        const LANES: usize = 4;
+        let half = T::from_f64(0.5);
+        let whole = chunk.len() / LANES * LANES;
+        let (body, rest) = chunk.split_at(whole);
+        let (mut min, mut max) = ([chunk[0]; LANES], [chunk[0]; LANES]);
+        let (mut mass, mut heavy) = ([0.0f64; LANES], [0.0f64; LANES]);
+        // A chunk has at most CHUNK (< 2^32) pixels.
+        let mut count = [0u32; LANES];
+        for values in body.chunks_exact(LANES) {
+            for j in 0..LANES {
+                let p = values[j];
+                min[j] = if p < min[j] { p } else { min[j] };
+                max[j] = if p > max[j] { p } else { max[j] };
+                let x = p.to_f64();
+                mass[j] += x;
+                let above = p > half;
+                count[j] += above as u32;
+                // x or +0.0 by masking its bits: the conditional sum without a branch or
+                // a conversion, so the loop vectorises.
+                let keep = u64::from(above).wrapping_neg();
+                heavy[j] += f64::from_bits(x.to_bits() & keep);
+            }
+        }
+        let lane = |j: usize| RowStats {
+            min: min[j],
+            max: max[j],
+            mass: mass[j],
+            above_half: (count[j] as usize, heavy[j]),
+        };
+        let mut stats = (0..LANES).map(lane).fold(Self::EMPTY, Self::merge);
+        for &p in rest {
+            let x = p.to_f64();
+            let above = p > half;
+            stats = stats.merge(RowStats {
+                min: p,
+                max: p,
+                mass: x,
+                above_half: (above as usize, if above { x } else { 0.0 }),
+            });
+        }
+        stats
     }
 
     /// The value below which the volume search may set pixels aside (see
@@ -111,21 +138,34 @@ pub fn search<T: Prob>(
     objective: &RmaObjective,
     pruning_prob: f64,
 ) -> Result<RmaSearch<T>, PredictError> {
-    let stats: Vec<RowStats<T>> = map.rows().map(RowStats::of).collect();
-    RowStats::check(&stats)?;
+    let scans: Vec<RowScan<T>> = map.rows().map(RowScan::of).collect();
+    if scans.iter().any(|scan| !scan.in_unit) {
+        // The full statistics name the offending value as rankseg does.
+        let stats: Vec<RowStats<T>> = map.rows().map(RowStats::of).collect();
+        RowStats::check(&stats)?;
+    }
     // rankseg compares in the input's precision: `max p > float32(pruning_prob)`.
     let pruning = T::from_f64(pruning_prob);
-    let active: Vec<bool> = stats.iter().map(|s| s.max > pruning).collect();
+    let active: Vec<bool> = scans.iter().map(|scan| scan.max > pruning).collect();
     let (cuts, torch_mass) = map
         .rows()
-        .zip(stats.par_iter().zip(active.par_iter()))
-        .map(|(row, (s, &on))| {
+        .zip(scans.par_iter().zip(active.par_iter()))
+        .map(|(row, (scan, &on))| {
             if !on {
                 return (None, None);
             }
-            let mu_t = torch_sum(row);
-            let cut = optimal_cut(row, s.max, (s.mass, mu_t), s.search_floor(objective), objective);
-            (cut, Some(mu_t))
+            let (mass, mu_t) = masses(row);
+            let stats = RowStats {
+                min: T::ZERO,
+                max: scan.max,
+                mass,
+                above_half: scan.above_half,
+            };
+            let floor = stats.search_floor(objective);
+            (
+                optimal_cut(row, scan.max, (mass, mu_t), floor, objective),
+                Some(mu_t),
+            )
         })
         .unzip();
     Ok(RmaSearch {
@@ -133,6 +173,93 @@ pub fn search<T: Prob>(
         cuts,
         torch_mass,
     })
+}
+
+/// What one pass in the input precision tells about a row: its largest value, whether
+/// all its values lie in [0, 1] (false for NaN), and the count and approximate mass of
+/// its values above 0.5. Validation and pruning need no more, so only the rows that stay
+/// active pay for f64 sums; the mass above 0.5 only sets the search floor, a hint.
+#[derive(Clone, Copy)]
+struct RowScan<T> {
+    max: T,
+    in_unit: bool,
+    above_half: (usize, f64),
+}
+
+impl<T: Prob> RowScan<T> {
+    fn of(row: &[T]) -> Self {
+        let partials: Vec<Self> = row.par_chunks(CHUNK).map(Self::of_chunk).collect();
+        let start = RowScan {
+            max: T::ZERO,
+            in_unit: true,
+            above_half: (0, 0.0),
+        };
+        partials.into_iter().fold(start, |a, b| RowScan {
+            max: if b.max > a.max { b.max } else { a.max },
+            in_unit: a.in_unit & b.in_unit,
+            above_half: (a.above_half.0 + b.above_half.0, a.above_half.1 + b.above_half.1),
+        })
+    }
+
+    /// Eight interleaved lanes, branch-free, so the loop vectorises in the input precision.
+    fn of_chunk(chunk: &[T]) -> Self {
+        const LANES: usize = 8;
+        let half = T::from_f64(0.5);
+        let (mut max, mut in_unit) = ([T::ZERO; LANES], [true; LANES]);
+        let (mut count, mut heavy) = ([0u32; LANES], [T::ZERO; LANES]);
+        let body = chunk.chunks_exact(LANES);
+        let rest = body.remainder();
+        for values in body {
+            for j in 0..LANES {
+                let p = values[j];
+                max[j] = if p > max[j] { p } else { max[j] };
+                in_unit[j] &= (p >= T::ZERO) & (p <= T::ONE);
+                let above = p > half;
+                count[j] += above as u32;
+                heavy[j] = heavy[j] + if above { p } else { T::ZERO };
+            }
+        }
+        for (j, &p) in rest.iter().enumerate() {
+            max[j] = if p > max[j] { p } else { max[j] };
+            in_unit[j] &= (p >= T::ZERO) & (p <= T::ONE);
+            let above = p > half;
+            count[j] += above as u32;
+            heavy[j] = heavy[j] + if above { p } else { T::ZERO };
+        }
+        RowScan {
+            max: max.into_iter().fold(T::ZERO, |a, b| if b > a { b } else { a }),
+            in_unit: in_unit.into_iter().all(|ok| ok),
+            above_half: (
+                count.iter().map(|&n| n as usize).sum(),
+                heavy.iter().map(|h| h.to_f64()).sum(),
+            ),
+        }
+    }
+}
+
+/// A row's mass in f64 (four interleaved sums, so that they vectorise; the order only
+/// moves the screening's input by far less than the input precision resolves) and as
+/// torch sums it, in one pass.
+fn masses<T: Prob>(row: &[T]) -> (f64, T) {
+    const LANES: usize = 4;
+    let group = TorchSum::<T>::group_len();
+    let whole = TorchSum::<T>::groups(row.len()) * group;
+    let mut torch = TorchSum::<T>::new(row.len());
+    let mut mass = [0.0f64; LANES];
+    for values in row[..whole].chunks_exact(group) {
+        torch.add_group(values);
+        torch.end_group();
+        for quad in values.chunks_exact(LANES) {
+            for (m, &p) in mass.iter_mut().zip(quad) {
+                *m += p.to_f64();
+            }
+        }
+    }
+    let rest = &row[whole..];
+    for (j, &p) in rest.iter().enumerate() {
+        mass[j % LANES] += p.to_f64();
+    }
+    (mass.iter().sum(), torch.finish(rest))
 }
 
 impl<T: Prob> RmaSearch<T> {

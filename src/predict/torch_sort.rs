@@ -28,6 +28,43 @@ pub fn torch_sort_order<T: Prob>(row: &[T]) -> Vec<u32> {
     items.into_iter().map(|(_, i)| i).collect()
 }
 
+/// The indices of the elements of `row` equal to `value`, in the order
+/// `torch.sort(row, descending=True)` returns them, without sorting all of the row.
+///
+/// Two facts make the shortcut exact: the final insertion sort is stable, so it keeps the
+/// order equal values have after the partitioning phase; and a part of the array that
+/// holds no element equal to `value` only permutes within itself, so leaving it unsorted
+/// moves no equal element. Only the parts holding `value` are partitioned (about 2n steps
+/// instead of n log n).
+pub fn torch_tie_order<T: Prob>(row: &[T], value: T) -> Vec<u32> {
+    let mut items: Vec<Item<T>> = row.iter().copied().zip(0u32..).collect();
+    let n = items.len();
+    if n > 0 {
+        let depth = 2 * (usize::BITS - 1 - n.leading_zeros()) as usize;
+        introsort_loop_holding(&mut items, depth, value);
+    }
+    items
+        .into_iter()
+        .filter(|item| item.0 == value)
+        .map(|(_, i)| i)
+        .collect()
+}
+
+/// `introsort_loop`, skipping the parts that hold no element equal to `value`.
+fn introsort_loop_holding<T: Prob>(mut a: &mut [Item<T>], mut depth: usize, value: T) {
+    while a.len() > THRESHOLD && a.iter().any(|item| item.0 == value) {
+        if depth == 0 {
+            heap_sort(a);
+            return;
+        }
+        depth -= 1;
+        let cut = partition_pivot(a);
+        let (left, right) = a.split_at_mut(cut);
+        introsort_loop_holding(right, depth, value);
+        a = left;
+    }
+}
+
 fn introsort_loop<T: Prob>(mut a: &mut [Item<T>], mut depth: usize) {
     while a.len() > THRESHOLD {
         if depth == 0 {
@@ -163,6 +200,39 @@ fn adjust_heap<T: Prob>(a: &mut [Item<T>], mut hole: usize, len: usize, value: I
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shortcut agrees with the full sort on rows of many ties, among them rows long
+    /// enough to partition many times and rows of one value (every part holds it).
+    #[test]
+    fn tie_order_matches_full_sort() {
+        let mut state = 12345u64;
+        let mut next = |m: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % m
+        };
+        for (n, distinct) in [
+            (1, 1),
+            (15, 3),
+            (17, 2),
+            (100, 7),
+            (5000, 40),
+            (70000, 300),
+            (3000, 1),
+        ] {
+            let row: Vec<f32> = (0..n).map(|_| next(distinct) as f32 / distinct as f32).collect();
+            let full = torch_sort_order(&row);
+            for value in [row[0], row[n / 2], row[n - 1]] {
+                let expected: Vec<u32> = full
+                    .iter()
+                    .copied()
+                    .filter(|&i| row[i as usize] == value)
+                    .collect();
+                assert_eq!(torch_tie_order(&row, value), expected, "n = {n}, value = {value}");
+            }
+        }
+    }
 
     /// The heap-sort fallback (introsort's depth limit) is rarely reached by real data;
     /// check it sorts on its own.

@@ -13,6 +13,8 @@ use super::float::Prob;
 const ILP: usize = 4;
 const LEVELS: usize = 4;
 const MAX_LANES: usize = 8;
+/// The longest group of any precision (`TorchSum::group_len`).
+pub const MAX_GROUP_LEN: usize = ILP * MAX_LANES;
 
 type Vectors<T> = [[T; MAX_LANES]; ILP];
 

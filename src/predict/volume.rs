@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::float::Prob;
 use super::objective::RmaObjective;
-use super::torch_sort::torch_sort_order;
+use super::torch_sort::torch_tie_order;
 
 const BINS: usize = 1024;
 /// Candidate sets at most this large are sorted rather than re-binned.
@@ -44,11 +44,10 @@ impl<T: Prob> Cut<T> {
         if !split {
             return Cut { value, ties: None };
         }
-        let mut ties: Vec<u32> = torch_sort_order(row)[..volume]
-            .iter()
-            .copied()
-            .filter(|&i| row[i as usize] == value)
-            .collect();
+        // torch's order puts every larger value first, then the equal ones in its order.
+        let larger = row.iter().filter(|&&p| p > value).count();
+        let mut ties = torch_tie_order(row, value);
+        ties.truncate(volume - larger);
         ties.sort_unstable();
         Cut {
             value,
@@ -117,36 +116,41 @@ struct Window {
 }
 
 impl Window {
-    #[inline]
-    fn contains(&self, p: f64) -> bool {
-        (self.lo..=self.hi).contains(&p) || (self.tail && p < self.lo)
+    /// The bounds in the input precision. They are data values, or at the top a hint
+    /// rounded to the input precision, so comparing in either precision agrees.
+    fn bounds<T: Prob>(&self) -> (T, T) {
+        (T::from_f64(self.lo), T::from_f64(self.hi))
     }
 
-    /// One pass over the row; partial histograms of fixed chunks, merged in order.
-    fn histogram<T: Prob>(&self, row: &[T]) -> Vec<Bin> {
+    #[inline]
+    fn contains<T: Prob>(&self, (lo, hi): (T, T), p: T) -> bool {
+        (p >= lo && p <= hi) || (self.tail && p < lo)
+    }
+
+    /// One pass over the row; partial histograms of fixed chunks, merged in order. Only
+    /// the pixels inside `[lo, hi]` are binned (most pixels fall outside: they cost two
+    /// comparisons in the input precision). The top level's tail, everything below `lo`,
+    /// is the rest of the row: `len` pixels of mass `mu` in all, none above `hi`.
+    fn histogram<T: Prob>(&self, row: &[T], mu: f64) -> Vec<Bin> {
         let scale = BINS as f64 / (self.hi - self.lo);
-        // Most pixels fall outside the window: reject them in the input precision. The
-        // bounds are data values (or a hint, at the top), so nothing is misplaced.
-        let (lo, hi) = (T::from_f64(self.lo), T::from_f64(self.hi));
+        let (lo, hi) = self.bounds::<T>();
         let partials: Vec<Vec<Bin>> = row
             .par_chunks(CHUNK)
             .map(|chunk| {
-                let mut bins = vec![Bin::EMPTY; BINS + 1];
+                let mut bins = vec![Bin::EMPTY; BINS];
                 for &p in chunk {
-                    if p > hi || (p < lo && !self.tail) {
+                    if p > hi || p < lo {
                         continue;
                     }
                     let p = p.to_f64();
-                    let j = if p >= self.lo {
-                        (((self.hi - p) * scale) as usize).min(BINS - 1)
-                    } else {
-                        BINS
-                    };
+                    let j = (((self.hi - p) * scale) as usize).min(BINS - 1);
                     let bin = &mut bins[j];
                     bin.count += 1;
                     bin.sum += p;
-                    bin.min = bin.min.min(p);
-                    bin.max = bin.max.max(p);
+                    // Plain comparisons: the values are finite (checked), and `f64::min`'s
+                    // NaN handling costs a third of this loop.
+                    bin.min = if p < bin.min { p } else { bin.min };
+                    bin.max = if p > bin.max { p } else { bin.max };
                 }
                 bins
             })
@@ -157,7 +161,29 @@ impl Window {
                 bin.merge(other);
             }
         }
+        if self.tail {
+            bins[BINS] = self.tail_bin::<T>(&bins, row.len(), mu);
+        }
         bins
+    }
+
+    /// The pixels below `lo`, from the row's totals: their count and mass exactly and
+    /// approximately (the mass in another summation order, which only the screening sees),
+    /// their values bounded by [0, the largest input-precision value below `lo`]: a bound
+    /// is all the interior bound needs (and, being a value, it can bound the next level's
+    /// window), and a cut after the tail selects the whole row, i.e. every `p >= 0`.
+    fn tail_bin<T: Prob>(&self, bins: &[Bin], len: usize, mu: f64) -> Bin {
+        let count = len - bins.iter().map(|b| b.count).sum::<usize>();
+        if count == 0 {
+            return Bin::EMPTY;
+        }
+        let sum = mu - bins.iter().map(|b| b.sum).sum::<f64>();
+        Bin {
+            count,
+            sum: sum.max(0.0),
+            min: 0.0,
+            max: T::from_f64(self.lo).next_down().to_f64().max(0.0),
+        }
     }
 }
 
@@ -205,17 +231,20 @@ pub fn optimal_cut<T: Prob>(
         }
     } else {
         let hi = max.to_f64();
-        Window {
-            lo: if (0.0..hi).contains(&floor) { floor } else { 0.0 },
-            hi,
-            tail: true,
-        }
+        // The hint rounded to the input precision (still a hint), so that the histogram's
+        // comparisons in that precision split the row exactly where the f64 bound does.
+        let lo = if (0.0..hi).contains(&floor) {
+            T::from_f64(floor).to_f64().min(hi)
+        } else {
+            0.0
+        };
+        Window { lo, hi, tail: true }
     };
     for _level in 0..MAX_LEVELS {
         if in_window <= SORT_LIMIT || window.hi <= window.lo {
             break;
         }
-        let bins = window.histogram(row);
+        let bins = window.histogram(row, mu);
 
         // Every bin boundary is an exactly known volume.
         let mut spans = Vec::new();
@@ -251,10 +280,11 @@ pub fn optimal_cut<T: Prob>(
     }
 
     // Sort the candidates and score every volume among them.
+    let bounds = window.bounds::<T>();
     let mut sorted: Vec<(T, u32)> = row
         .iter()
         .zip(0u32..)
-        .filter(|(p, _)| window.contains(p.to_f64()))
+        .filter(|(&p, _)| window.contains(bounds, p))
         .map(|(&p, i)| (p, i))
         .collect();
     sorted.sort_unstable_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));

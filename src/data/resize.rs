@@ -84,13 +84,14 @@ fn linear_with<T: Interpolate>(plane: &Plane<T>, height: usize, width: usize, fy
 }
 
 /// `cv2.resize(plane, (width, height), interpolation=cv2.INTER_NEAREST)`: source index
-/// `floor(d * src / dst)`.
+/// `floor(d * (1 / (dst / src)))`, OpenCV's `ifx` from its `inv_scale_x` (not `src / dst`,
+/// which rounds differently: 6 -> 34 columns takes source 2 at d = 17, not 3).
 pub fn nearest<T: Copy>(plane: &Plane<T>, height: usize, width: usize) -> Plane<T> {
-    let (sy, sx) = (
-        plane.height as f64 / height as f64,
-        plane.width as f64 / width as f64,
+    let (fy, fx) = (
+        height as f64 / plane.height as f64,
+        width as f64 / plane.width as f64,
     );
-    nearest_with(plane, height, width, sy, sx)
+    nearest_with(plane, height, width, 1.0 / fy, 1.0 / fx)
 }
 
 /// `cv2.resize(plane, None, fx=fx, fy=fy, interpolation=cv2.INTER_NEAREST)`: source index
@@ -187,6 +188,14 @@ mod tests {
         };
         assert_eq!(nearest(&plane, 1, 5).data, vec![1, 1, 2, 2, 3]);
         assert_eq!(nearest(&plane, 1, 2).data, vec![1, 2]);
+        // cv2.resize(np.arange(6)[None], (34, 1), interpolation=cv2.INTER_NEAREST)[0, 15:20]
+        let six = Plane {
+            data: (0..6).collect::<Vec<i64>>(),
+            height: 1,
+            width: 6,
+            channels: 1,
+        };
+        assert_eq!(nearest(&six, 1, 34).data[15..20], [2, 2, 2, 3, 3]);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn fold_cases(fold: usize, num_cases: usize) -> std::ops::Range<usize> {
 }
 
 /// `12_345.npz` -> (case 12, slice 345).
-fn case_and_slice(id: &str) -> Option<(u32, u32)> {
+pub(super) fn case_and_slice(id: &str) -> Option<(u32, u32)> {
     let (case, slice) = id.split_once('_')?;
     Some((case.parse().ok()?, slice.parse().ok()?))
 }
@@ -81,53 +81,58 @@ impl Dataset for CtSlices {
     }
 
     fn load(&self, entry: &Entry) -> Result<Sample> {
-        let path = &entry.input;
-        let mut npz = Npz::open(path)?;
-        let (ct, shape) = match npz.probs("ct")? {
-            ProbArray::F32(v, s) => (v, s),
-            // The experiment reads the slice with np.float32(...).
-            ProbArray::F64(v, s) => (v.into_iter().map(|x| x as f32).collect(), s),
-        };
-        let mask = npz.ints("mask")?;
-        if shape.len() != 2 || mask.shape != shape {
-            bail!(
-                "{}: ct {shape:?} and mask {:?} must be two (H, W) arrays of one size",
-                path.display(),
-                mask.shape
-            );
-        }
+        let (image, label) = read_slice(&entry.input)?;
         let [crop_h, crop_w] = self.crop;
         let (low, high) = self.window;
-        let image = Plane {
-            data: ct,
-            height: shape[0],
-            width: shape[1],
-            channels: 1,
-        }
-        .centre_crop(crop_h, crop_w, &[low]);
-        let label = Plane {
-            data: mask.data,
-            height: shape[0],
-            width: shape[1],
-            channels: 1,
-        }
-        .centre_crop(crop_h, crop_w, &[self.ignore_index]);
-        // As the experiment: `label >>= 1` makes the tumor (2) class 1 and the organ (1)
-        // background; what lands above 1 (the padding) is ignored.
+        let image = image.centre_crop(crop_h, crop_w, &[low]);
+        let label = label.centre_crop(crop_h, crop_w, &[self.ignore_index]);
         let ignore = self.ignore_index;
-        let label = label
-            .data
-            .into_iter()
-            .map(|v| match v >> 1 {
-                0 | 1 if v >= 0 => v >> 1,
-                _ => ignore,
-            })
-            .collect();
+        let label = label.data.into_iter().map(|v| tumour_class(v, ignore)).collect();
         Ok(Sample {
             input: image.to_chw(|_, v| window(v, low, high)),
             label,
             height: crop_h,
             width: crop_w,
         })
+    }
+}
+
+/// A slice file's `ct` (float32, as the experiment's `np.float32(...)`) and `mask`, (H, W).
+pub(super) fn read_slice(path: &Path) -> Result<(Plane<f32>, Plane<i64>)> {
+    let mut npz = Npz::open(path)?;
+    let (ct, shape) = match npz.probs("ct")? {
+        ProbArray::F32(v, s) => (v, s),
+        ProbArray::F64(v, s) => (v.into_iter().map(|x| x as f32).collect(), s),
+    };
+    let mask = npz.ints("mask")?;
+    if shape.len() != 2 || mask.shape != shape {
+        bail!(
+            "{}: ct {shape:?} and mask {:?} must be two (H, W) arrays of one size",
+            path.display(),
+            mask.shape
+        );
+    }
+    let (height, width) = (shape[0], shape[1]);
+    let image = Plane {
+        data: ct,
+        height,
+        width,
+        channels: 1,
+    };
+    let label = Plane {
+        data: mask.data,
+        height,
+        width,
+        channels: 1,
+    };
+    Ok((image, label))
+}
+
+/// As the experiment, after its transforms: `label >>= 1` makes the tumor (2) class 1 and the
+/// organ (1) background; what lands above 1 (the padding) is ignored.
+pub(super) fn tumour_class(mask: i64, ignore: i64) -> i64 {
+    match mask >> 1 {
+        0 | 1 if mask >= 0 => mask >> 1,
+        _ => ignore,
     }
 }

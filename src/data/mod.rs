@@ -11,6 +11,7 @@ mod palette;
 pub mod prepare;
 mod probs;
 pub mod resize;
+pub mod train;
 pub mod transform;
 
 use std::path::{Path, PathBuf};

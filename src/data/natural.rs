@@ -52,13 +52,13 @@ impl ImageFolder {
     }
 
     /// The label as the experiment reads it, with `reduce_zero_label` applied: 0 becomes
-    /// ignored and every other class moves down by one (ADE20K).
-    fn label(&self, path: &Path) -> Result<(Vec<i64>, usize, usize)> {
+    /// ignored and every other class moves down by one (ADE20K). Train time reads it too.
+    pub(super) fn label(config: &DataConfig, path: &Path) -> Result<(Vec<i64>, usize, usize)> {
         let (mut values, height, width) = if path.exists() {
             read_label(path)?
         } else if let Some(ids) = cityscapes::label_ids_file(path) {
             let (values, h, w) = read_label(&ids)?;
-            let ignore = self.config.ignore_index;
+            let ignore = config.ignore_index;
             (
                 values
                     .into_iter()
@@ -73,8 +73,8 @@ impl ImageFolder {
                 path.display()
             );
         };
-        if self.config.reduce_zero_label {
-            let ignore = self.config.ignore_index;
+        if config.reduce_zero_label {
+            let ignore = config.ignore_index;
             for v in &mut values {
                 *v = if *v == 0 || *v == ignore { ignore } else { *v - 1 };
             }
@@ -97,7 +97,7 @@ impl Dataset for ImageFolder {
 
     fn load(&self, entry: &Entry) -> Result<Sample> {
         let rgb = read_rgb(&entry.input)?;
-        let (label, height, width) = self.label(&entry.label)?;
+        let (label, height, width) = Self::label(&self.config, &entry.label)?;
         if (height, width) != (rgb.height, rgb.width) {
             bail!(
                 "{} is {}x{} but its label {} is {height}x{width}",

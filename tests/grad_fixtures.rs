@@ -1,37 +1,18 @@
 //! The training ops' forwards and backwards against torch (tests/fixtures/grad/, written by
 //! scripts/make_grad_fixtures.py): every case within float32 noise of torch's CPU result.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use rankseg::train::{
     avg_pool2d, batch_norm2d_train, layer_norm, max_pool2d, rms_norm, softmax_last_dim, upsample_bilinear2d,
     BatchNormStats, Pool2d,
 };
 
+mod common;
+use common::{load_tensors, rel_diff, tensor};
+
 /// Float32 noise: a few ulps of the largest reference value, relative.
 const TOL: f64 = 1e-6;
-
-fn load(name: &str) -> Result<HashMap<String, Tensor>> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/grad/{name}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu).with_context(|| format!("{}", path.display()))
-}
-
-fn get<'a>(t: &'a HashMap<String, Tensor>, key: &str) -> Result<&'a Tensor> {
-    t.get(key).with_context(|| format!("no tensor {key}"))
-}
-
-/// max |ours - torch| / max(1, max |torch|).
-fn rel_diff(ours: &Tensor, theirs: &Tensor) -> Result<f64> {
-    assert_eq!(ours.shape(), theirs.shape());
-    let (a, b) = (ours.to_dtype(DType::F64)?, theirs.to_dtype(DType::F64)?);
-    let diff = (a - &b)?.abs()?.max_all()?.to_scalar::<f64>()?;
-    let scale = b.abs()?.max_all()?.to_scalar::<f64>()?.max(1.0);
-    Ok(diff / scale)
-}
 
 fn check(case: &str, what: &str, ours: &Tensor, theirs: &Tensor) -> Result<f64> {
     let d = rel_diff(ours, theirs)?;
@@ -46,25 +27,25 @@ fn run_case<F>(case: &str, params: &[&str], f: F) -> Result<f64>
 where
     F: Fn(&Tensor, &[Tensor]) -> candle_core::Result<Tensor>,
 {
-    let t = load(case)?;
-    let x = Var::from_tensor(get(&t, "x")?)?;
+    let t = load_tensors("grad", case)?;
+    let x = Var::from_tensor(tensor(&t, "x")?)?;
     let ps: Vec<Var> = params
         .iter()
-        .map(|p| Ok(Var::from_tensor(get(&t, p)?)?))
+        .map(|p| Ok(Var::from_tensor(tensor(&t, p)?)?))
         .collect::<Result<_>>()?;
     let tensors: Vec<Tensor> = ps.iter().map(|v| v.as_tensor().clone()).collect();
     let y = f(x.as_tensor(), &tensors)?;
-    let mut worst = check(case, "out", &y, get(&t, "out")?)?;
-    let grads = (y * get(&t, "grad_out")?)?.sum_all()?.backward()?;
+    let mut worst = check(case, "out", &y, tensor(&t, "out")?)?;
+    let grads = (y * tensor(&t, "grad_out")?)?.sum_all()?.backward()?;
     let gx = grads.get(x.as_tensor()).context("no grad for x")?;
-    worst = worst.max(check(case, "grad_x", gx, get(&t, "grad_x")?)?);
+    worst = worst.max(check(case, "grad_x", gx, tensor(&t, "grad_x")?)?);
     for (name, v) in params.iter().zip(&ps) {
         let g = grads.get(v.as_tensor()).context("no grad for a parameter")?;
         worst = worst.max(check(
             case,
             &format!("grad_{name}"),
             g,
-            get(&t, &format!("grad_{name}"))?,
+            tensor(&t, &format!("grad_{name}"))?,
         )?);
     }
     Ok(worst)
@@ -121,39 +102,39 @@ fn norms_and_softmax_match_torch() -> Result<()> {
 
 #[test]
 fn batch_norm_train_matches_torch() -> Result<()> {
-    let t = load("batch_norm")?;
-    let weight = Var::from_tensor(get(&t, "weight")?)?;
-    let bias = Var::from_tensor(get(&t, "bias")?)?;
+    let t = load_tensors("grad", "batch_norm")?;
+    let weight = Var::from_tensor(tensor(&t, "weight")?)?;
+    let bias = Var::from_tensor(tensor(&t, "bias")?)?;
     let mut stats = BatchNormStats {
-        running_mean: get(&t, "running_mean0")?.clone(),
-        running_var: get(&t, "running_var0")?.clone(),
+        running_mean: tensor(&t, "running_mean0")?.clone(),
+        running_var: tensor(&t, "running_var0")?.clone(),
         num_batches_tracked: 0,
     };
     for step in 1..=2 {
         let case = format!("batch_norm step {step}");
-        let x = Var::from_tensor(get(&t, &format!("x{step}"))?)?;
+        let x = Var::from_tensor(tensor(&t, &format!("x{step}"))?)?;
         let y = batch_norm2d_train(x.as_tensor(), Some(&weight), Some(&bias), &mut stats, 0.1, 1e-5)?;
-        check(&case, "out", &y, get(&t, &format!("out{step}"))?)?;
-        let grads = (y * get(&t, &format!("grad_out{step}"))?)?
+        check(&case, "out", &y, tensor(&t, &format!("out{step}"))?)?;
+        let grads = (y * tensor(&t, &format!("grad_out{step}"))?)?
             .sum_all()?
             .backward()?;
         for (what, v) in [("grad_x", &x), ("grad_weight", &weight), ("grad_bias", &bias)] {
             let g = grads.get(v.as_tensor()).context("missing grad")?;
-            check(&case, what, g, get(&t, &format!("{what}{step}"))?)?;
+            check(&case, what, g, tensor(&t, &format!("{what}{step}"))?)?;
         }
         check(
             &case,
             "running_mean",
             &stats.running_mean,
-            get(&t, &format!("running_mean{step}"))?,
+            tensor(&t, &format!("running_mean{step}"))?,
         )?;
         check(
             &case,
             "running_var",
             &stats.running_var,
-            get(&t, &format!("running_var{step}"))?,
+            tensor(&t, &format!("running_var{step}"))?,
         )?;
-        let tracked = get(&t, &format!("num_batches_tracked{step}"))?.to_scalar::<i64>()?;
+        let tracked = tensor(&t, &format!("num_batches_tracked{step}"))?.to_scalar::<i64>()?;
         assert_eq!(stats.num_batches_tracked, tracked);
     }
     Ok(())

@@ -2,13 +2,15 @@
 //! written by scripts/make_loss_fixtures.py from RankSEG-RMA, JDTLosses and the JMLR RankSEG
 //! code): every case's value and gradients w.r.t. both heads' logits, in float32.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Var};
 use rankseg::config::training::LossConfig;
 use rankseg::train::loss::{Criterion, Loss, Target};
+
+mod common;
+use common::{load_tensors, rel_diff, tensor};
 
 /// Float32 noise, relative to max(1, the largest reference value): torch's own float32 result
 /// differs from its float64 one by up to 5.5e-7 in these cases (manifest.json); ours from
@@ -17,23 +19,6 @@ const TOL: f64 = 1e-6;
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loss")
-}
-
-fn load(name: &str) -> Result<HashMap<String, Tensor>> {
-    let path = dir().join(format!("{name}.safetensors"));
-    candle_core::safetensors::load(&path, &Device::Cpu).with_context(|| format!("{}", path.display()))
-}
-
-fn get<'a>(t: &'a HashMap<String, Tensor>, key: &str) -> Result<&'a Tensor> {
-    t.get(key).with_context(|| format!("no tensor {key}"))
-}
-
-fn rel_diff(ours: &Tensor, theirs: &Tensor) -> Result<f64> {
-    assert_eq!(ours.shape(), theirs.shape());
-    let (a, b) = (ours.to_dtype(DType::F64)?, theirs.to_dtype(DType::F64)?);
-    let diff = (a - &b)?.abs()?.max_all()?.to_scalar::<f64>()?;
-    let scale = b.abs()?.max_all()?.to_scalar::<f64>()?.max(1.0);
-    Ok(diff / scale)
 }
 
 #[test]
@@ -47,20 +32,26 @@ fn losses_match_the_reference_code() -> Result<()> {
         let config: LossConfig =
             serde_json::from_value(case["yaml"].clone()).with_context(|| format!("{name}: yaml"))?;
         let loss = Loss::from_config(&config, num_classes).with_context(|| name.clone())?;
-        let inputs = load(&format!("inputs_{}", case["labels"].as_str().context("labels")?))?;
-        let reference = load(name)?;
-        let main = Var::from_tensor(get(&inputs, "logits_main")?)?;
-        let aux = Var::from_tensor(get(&inputs, "logits_aux")?)?;
-        let target = Target::new(get(&inputs, "labels")?, num_classes, DType::F32, &Device::Cpu)?;
+        let inputs = load_tensors(
+            "loss",
+            &format!("inputs_{}", case["labels"].as_str().context("labels")?),
+        )?;
+        let reference = load_tensors("loss", name)?;
+        let main = Var::from_tensor(tensor(&inputs, "logits_main")?)?;
+        let aux = Var::from_tensor(tensor(&inputs, "logits_aux")?)?;
+        let target = Target::new(tensor(&inputs, "labels")?, num_classes, DType::F32, &Device::Cpu)?;
         let value = loss.forward(main.as_tensor(), Some(aux.as_tensor()), &target)?;
         let grads = value.backward()?;
-        let mut diffs = vec![("value", rel_diff(&value.reshape(1)?, get(&reference, "value")?)?)];
+        let mut diffs = vec![(
+            "value",
+            rel_diff(&value.reshape(1)?, tensor(&reference, "value")?)?,
+        )];
         let gm = grads
             .get(main.as_tensor())
             .context("no grad for the main logits")?;
-        diffs.push(("grad_main", rel_diff(gm, get(&reference, "grad_main")?)?));
+        diffs.push(("grad_main", rel_diff(gm, tensor(&reference, "grad_main")?)?));
         match grads.get(aux.as_tensor()) {
-            Some(ga) => diffs.push(("grad_aux", rel_diff(ga, get(&reference, "grad_aux")?)?)),
+            Some(ga) => diffs.push(("grad_aux", rel_diff(ga, tensor(&reference, "grad_aux")?)?)),
             // torch left the aux logits without a gradient: so must we (its optimizers skip
             // such parameters).
             None => assert!(!case["aux_grad"].as_bool().unwrap_or(true), "{name}: no aux grad"),
@@ -91,20 +82,23 @@ fn jdt_soft_labels_match_jdtlosses() -> Result<()> {
         .as_object()
         .context("manifest: no soft_cases")?;
     let num_classes = manifest["shape"][1].as_u64().context("manifest: shape")? as usize;
-    let inputs = load("inputs_soft")?;
+    let inputs = load_tensors("loss", "inputs_soft")?;
     for (name, case) in cases {
         let config: LossConfig = serde_json::from_value(case["yaml"].clone())?;
         let Criterion::Jdt { jdt, .. } = Loss::from_config(&config, num_classes)?.spec.criterion else {
             panic!("{name}: not a JDT yaml");
         };
-        let reference = load(name)?;
-        let logits = Var::from_tensor(get(&inputs, "logits_main")?)?;
-        let value = jdt.forward_soft(logits.as_tensor(), get(&inputs, "soft_labels")?)?;
+        let reference = load_tensors("loss", name)?;
+        let logits = Var::from_tensor(tensor(&inputs, "logits_main")?)?;
+        let value = jdt.forward_soft(logits.as_tensor(), tensor(&inputs, "soft_labels")?)?;
         let grads = value.backward()?;
         let g = grads.get(logits.as_tensor()).context("no grad")?;
         for (what, d) in [
-            ("value", rel_diff(&value.reshape(1)?, get(&reference, "value")?)?),
-            ("grad_main", rel_diff(g, get(&reference, "grad_main")?)?),
+            (
+                "value",
+                rel_diff(&value.reshape(1)?, tensor(&reference, "value")?)?,
+            ),
+            ("grad_main", rel_diff(g, tensor(&reference, "grad_main")?)?),
         ] {
             println!("{name:24} {what:10} rel max diff {d:.2e}");
             assert!(d < TOL, "{name} {what}: {d:e}");

@@ -83,6 +83,37 @@ impl ImageFolder {
     }
 }
 
+impl ImageFolder {
+    /// The RGB image as float32 (H, W, 3) and its label (H, W), as read before any
+    /// transform (eval or train), checked to be the same size.
+    pub(super) fn planes(config: &DataConfig, entry: &Entry) -> Result<(Plane<f32>, Plane<i64>)> {
+        let rgb = read_rgb(&entry.input)?;
+        let (label, height, width) = Self::label(config, &entry.label)?;
+        if (height, width) != (rgb.height, rgb.width) {
+            bail!(
+                "{} is {}x{} but its label {} is {height}x{width}",
+                entry.input.display(),
+                rgb.height,
+                rgb.width,
+                entry.label.display()
+            );
+        }
+        let image = Plane {
+            data: rgb.pixels.iter().map(|&v| f32::from(v)).collect(),
+            height,
+            width,
+            channels: 3,
+        };
+        let label = Plane {
+            data: label,
+            height,
+            width,
+            channels: 1,
+        };
+        Ok((image, label))
+    }
+}
+
 impl Dataset for ImageFolder {
     fn entries(&self) -> &[Entry] {
         &self.entries
@@ -96,32 +127,10 @@ impl Dataset for ImageFolder {
     }
 
     fn load(&self, entry: &Entry) -> Result<Sample> {
-        let rgb = read_rgb(&entry.input)?;
-        let (label, height, width) = Self::label(&self.config, &entry.label)?;
-        if (height, width) != (rgb.height, rgb.width) {
-            bail!(
-                "{} is {}x{} but its label {} is {height}x{width}",
-                entry.input.display(),
-                rgb.height,
-                rgb.width,
-                entry.label.display()
-            );
-        }
+        let (image, label) = ImageFolder::planes(&self.config, entry)?;
         let [crop_h, crop_w] = self.crop;
-        let image = Plane {
-            data: rgb.pixels.iter().map(|&v| v as f32).collect(),
-            height,
-            width,
-            channels: 3,
-        }
-        .pad_centred(crop_h, crop_w, &MEAN);
-        let label = Plane {
-            data: label,
-            height,
-            width,
-            channels: 1,
-        }
-        .pad_centred(crop_h, crop_w, &[self.config.ignore_index]);
+        let image = image.pad_centred(crop_h, crop_w, &MEAN);
+        let label = label.pad_centred(crop_h, crop_w, &[self.config.ignore_index]);
         Ok(Sample {
             input: image.to_chw(normalise),
             label: label.data,

@@ -49,3 +49,36 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The tensors of `tests/fixtures/<kind>/<name>.safetensors`.
+pub fn load_tensors(
+    kind: &str,
+    name: &str,
+) -> anyhow::Result<std::collections::HashMap<String, candle_core::Tensor>> {
+    use anyhow::Context;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind)
+        .join(format!("{name}.safetensors"));
+    candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+        .with_context(|| format!("{}", path.display()))
+}
+
+/// A fixture tensor by key.
+pub fn tensor<'a>(
+    tensors: &'a std::collections::HashMap<String, candle_core::Tensor>,
+    key: &str,
+) -> anyhow::Result<&'a candle_core::Tensor> {
+    use anyhow::Context;
+    tensors.get(key).with_context(|| format!("no tensor {key}"))
+}
+
+/// max |ours - theirs| / max(1, max |theirs|), in float64.
+pub fn rel_diff(ours: &candle_core::Tensor, theirs: &candle_core::Tensor) -> anyhow::Result<f64> {
+    use candle_core::DType;
+    assert_eq!(ours.shape(), theirs.shape());
+    let (a, b) = (ours.to_dtype(DType::F64)?, theirs.to_dtype(DType::F64)?);
+    let diff = (a - &b)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    let scale = b.abs()?.max_all()?.to_scalar::<f64>()?.max(1.0);
+    Ok(diff / scale)
+}

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use super::medical::{read_slice, tumour_class};
 use super::natural::ImageFolder;
 use super::transform::{Plane, MEAN};
-use super::{read_rgb, Entry, Sample};
+use super::{Entry, Sample};
 use crate::config::data::DataConfig;
 pub use augment::{Augment, Draws, Normalise, Uniform};
 pub use loader::{Batch, Loader, LoaderConfig, Source};
@@ -92,29 +92,7 @@ impl TrainSet {
             let (image, label) = read_slice(&entry.input)?;
             return Ok(Decoded { image, label });
         }
-        let rgb = read_rgb(&entry.input)?;
-        let (label, height, width) = ImageFolder::label(&self.config, &entry.label)?;
-        if (height, width) != (rgb.height, rgb.width) {
-            bail!(
-                "{} is {}x{} but its label {} is {height}x{width}",
-                entry.input.display(),
-                rgb.height,
-                rgb.width,
-                entry.label.display()
-            );
-        }
-        let image = Plane {
-            data: rgb.pixels.iter().map(|&v| f32::from(v)).collect(),
-            height,
-            width,
-            channels: 3,
-        };
-        let label = Plane {
-            data: label,
-            height,
-            width,
-            channels: 1,
-        };
+        let (image, label) = ImageFolder::planes(&self.config, entry)?;
         Ok(Decoded { image, label })
     }
 

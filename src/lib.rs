@@ -7,6 +7,7 @@
 
 pub mod ablation;
 pub mod atomic;
+pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -213,8 +213,9 @@ fn aux_branch_equals_the_experiment() {
         let (input, shape) = read_f32(&case.join("input.npy"));
         let x = Tensor::from_vec(input, shape.as_slice(), &Device::Cpu).unwrap();
         let ours = model
-            .forward_aux(&x)
+            .forward_with_aux(&x)
             .unwrap()
+            .1
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()

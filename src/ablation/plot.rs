@@ -5,31 +5,14 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
 
 use super::Record;
-use crate::atomic::write_atomic;
-
-/// DejaVu Sans (Bitstream Vera licence, assets/fonts/LICENSE), built into the binary so that
-/// the plot draws its labels on any machine, whatever fonts it has installed.
-const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-
-const SIZE: (u32, u32) = (900, 600);
+use crate::chart::{write_chart, SIZE};
 
 /// Draws the plot in memory and writes it as a PNG in one atomic step, so that a failed or
 /// interrupted run never leaves a partial ablation.png.
 pub fn plot_gap_vs_time(records: &[Record], path: &Path) -> Result<()> {
-    register_font("sans-serif", FontStyle::Normal, FONT)
-        .map_err(|_| anyhow!("the built-in plot font is not a usable TrueType font"))?;
-    let mut rgb = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
-    draw(records, path, &mut rgb)?;
-    write_atomic(path, |out| {
-        let mut encoder = png::Encoder::new(out, SIZE.0, SIZE.1);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.write_header()?.write_image_data(&rgb)?;
-        Ok(())
-    })
+    write_chart(path, |rgb| draw(records, path, rgb))
 }
 
 /// The chart into an RGB buffer of `SIZE` (`path` only names it in errors).

@@ -1,16 +1,17 @@
-//! `rankseg exp`: the experiment's `main.py`, with its flags. `--test-only` evaluates a
-//! model on a dataset's evaluation split with one predictor and writes the result files
-//! (the work is `experiment::test_only`); training is not implemented yet.
+//! `rankseg exp`: the experiment's `main.py`, with its flags. Without `--test-only` it trains
+//! (`experiment::train::train`) and evaluates at the test epochs; with it, it evaluates a
+//! model on a dataset's evaluation split with one predictor (`experiment::test_only`).
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 
+use crate::experiment::train::{self, TrainOptions};
 use crate::experiment::{self, Report, Request, YamlNames};
 use crate::runner::results;
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct ExpArgs {
     /// A Hugging Face layout directory (config.json + safetensors; enough on its own, the
     /// architecture comes from its config.json), or a checkpoint of the experiment's own
@@ -43,9 +44,17 @@ pub struct ExpArgs {
     test_yaml: String,
     #[arg(long = "predict_yaml", alias = "predict-yaml", default_value = "argmax")]
     predict_yaml: String,
-    /// Evaluate only (training is not implemented yet).
+    /// Evaluate only; without it, train first (resuming from --model_checkpoint or the
+    /// latest checkpoint in --output_dir).
     #[arg(long = "test-only", alias = "test_only")]
     test_only: bool,
+    /// Training: seeds the shuffles, augmentations, dropout masks and a fresh model.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Training without a checkpoint: the backbone's pretrained timm safetensors (default:
+    /// `timm/<backbone>.*` in the Hugging Face cache, else a random initialisation).
+    #[arg(long = "backbone_weights", alias = "backbone-weights")]
+    backbone_weights: Option<PathBuf>,
     /// Rerun even when the output directory already holds this predictor's results.
     #[arg(long)]
     force: bool,
@@ -55,32 +64,52 @@ pub struct ExpArgs {
 }
 
 impl ExpArgs {
-    fn request(self) -> Request {
+    fn request(&self) -> Request {
+        let s = self.clone();
         Request {
             yamls: YamlNames {
-                model: self.model_yaml,
-                data: self.data_yaml,
-                loss: self.loss_yaml,
-                schedule: self.schedule_yaml,
-                optim: self.optim_yaml,
-                test: self.test_yaml,
-                predict: self.predict_yaml,
+                model: s.model_yaml,
+                data: s.data_yaml,
+                loss: s.loss_yaml,
+                schedule: s.schedule_yaml,
+                optim: s.optim_yaml,
+                test: s.test_yaml,
+                predict: s.predict_yaml,
             },
-            model_checkpoint: self.model_checkpoint,
-            data_dir: self.data_dir,
-            output_dir: self.output_dir,
-            force: self.force,
-            device: self.device,
+            model_checkpoint: s.model_checkpoint,
+            data_dir: s.data_dir,
+            output_dir: s.output_dir,
+            force: s.force,
+            device: s.device,
         }
     }
 }
 
 pub fn run(args: ExpArgs) -> Result<()> {
-    if !args.test_only {
-        bail!("training is not implemented yet: pass --test-only to evaluate a checkpoint");
-    }
     let request = args.request();
-    match experiment::test_only(&request)? {
+    if !args.test_only {
+        let options = TrainOptions {
+            seed: args.seed,
+            backbone_weights: args.backbone_weights,
+        };
+        let trained = train::train(&request, &options)?;
+        eprintln!(
+            "{} steps, trained to epoch {}; train_log.csv and checkpoints in {}",
+            trained.steps,
+            trained.last_epoch,
+            request.output_dir.display()
+        );
+        for report in trained.reports {
+            print_report(&request, report);
+        }
+        return Ok(());
+    }
+    print_report(&request, experiment::test_only(&request)?);
+    Ok(())
+}
+
+fn print_report(request: &Request, report: Report) {
+    match report {
         Report::AlreadyDone { predict } => eprintln!(
             "{} already holds the finished {predict} run from the same inputs: nothing to do (--force reruns it)",
             request.output_dir.display()
@@ -99,5 +128,4 @@ pub fn run(args: ExpArgs) -> Result<()> {
             );
         }
     }
-    Ok(())
 }

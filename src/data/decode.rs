@@ -17,21 +17,39 @@ pub struct Rgb {
 }
 
 /// Reads a colour image as `cv2.imread(IMREAD_COLOR)` then BGR -> RGB does: grey is
-/// replicated, alpha dropped, 16-bit reduced to its high byte.
+/// replicated, alpha dropped, 16-bit reduced to its high byte. Like OpenCV, the format is
+/// told by the file's first bytes, not its name (a PNG named .jpg reads as a PNG).
 pub fn read_rgb(path: &Path) -> Result<Rgb> {
-    let is_png = has_extension(path, "png");
-    let image = if is_png {
-        read_png(
+    let image = match sniff(path) {
+        Some(Format::Png) => read_png(
             path,
             png::Transformations::EXPAND | png::Transformations::STRIP_16,
         )
-        .and_then(|(data, info)| to_rgb(data, info))
-    } else if has_extension(path, "jpg") || has_extension(path, "jpeg") {
-        read_jpeg(path)
-    } else {
-        bail!("unsupported image format (expected .jpg, .jpeg or .png)")
+        .and_then(|(data, info)| to_rgb(data, info)),
+        Some(Format::Jpeg) => read_jpeg(path),
+        None => bail!("unsupported image format (expected a JPEG or PNG file)"),
     };
     image.with_context(|| format!("cannot read the image {}", path.display()))
+}
+
+enum Format {
+    Png,
+    Jpeg,
+}
+
+/// The format by its signature; by the extension when the file cannot be read (its error
+/// then comes from the reader, naming the file).
+fn sniff(path: &Path) -> Option<Format> {
+    let mut head = [0u8; 8];
+    let read = File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    match read {
+        Ok(()) if head == *b"\x89PNG\r\n\x1a\n" => Some(Format::Png),
+        Ok(()) if head[..3] == [0xff, 0xd8, 0xff] => Some(Format::Jpeg),
+        Ok(()) => None,
+        Err(_) if has_extension(path, "png") => Some(Format::Png),
+        Err(_) if ["jpg", "jpeg"].iter().any(|e| has_extension(path, e)) => Some(Format::Jpeg),
+        Err(_) => None,
+    }
 }
 
 /// Reads a label map as class indices: a grey or palette PNG (the palette indices, as

@@ -5,6 +5,7 @@
 pub mod configs;
 pub mod fingerprint;
 pub mod model;
+pub mod train;
 
 use std::path::PathBuf;
 

@@ -12,15 +12,7 @@ use crate::models::{self, zoo, Checkpoint, Model, ModelSource};
 /// output directory (as `main.py`), else the weights the model yaml names.
 pub fn source(checkpoint: Option<&Path>, output_dir: &Path, configs: &Configs) -> Result<ModelSource> {
     let experiment = |weights: PathBuf| -> Result<ModelSource> {
-        let model = configs.model.as_ref().expect("called with a model yaml");
-        let data = &configs.data;
-        let origin = format!("{} with {}", model.source.origin, data.source.origin);
-        let config =
-            zoo::SegmentorConfig::new(&model.value, configs.in_channels(), data.value.num_classes, {
-                let [h, w] = data.value.crop();
-                (h, w)
-            })
-            .with_context(|| origin.clone())?;
+        let (config, origin) = segmentor_config(configs)?;
         Ok(ModelSource::Experiment {
             config,
             weights,
@@ -59,6 +51,25 @@ pub fn source(checkpoint: Option<&Path>, output_dir: &Path, configs: &Configs) -
             "no model: pass --model_checkpoint DIR (config.json + model.safetensors) or --model_yaml"
         ),
     }
+}
+
+/// The experiment's architecture from the model and data yamls, and where they came from.
+pub fn segmentor_config(configs: &Configs) -> Result<(zoo::SegmentorConfig, String)> {
+    let model = configs
+        .model
+        .as_ref()
+        .context("the experiment's models need --model_yaml")?;
+    let data = &configs.data;
+    let origin = format!("{} with {}", model.source.origin, data.source.origin);
+    let [h, w] = data.value.crop();
+    let config = zoo::SegmentorConfig::new(
+        &model.value,
+        configs.in_channels(),
+        data.value.num_classes,
+        (h, w),
+    )
+    .with_context(|| origin.clone())?;
+    Ok((config, origin))
 }
 
 /// A model whose classes or input channels differ from the data yaml's is an error before

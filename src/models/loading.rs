@@ -420,6 +420,30 @@ impl StateDict {
         })
     }
 
+    /// A stored tensor as saved (any dtype: training also restores the int64
+    /// `num_batches_tracked`), checked against the shape the model asks for.
+    pub fn tensor(&self, name: &str, shape: &Shape, device: &Device) -> candle_core::Result<Tensor> {
+        let tensor = self.weights.raw(name, device)?;
+        if tensor.shape() != shape {
+            candle_core::bail!(
+                "{}: tensor {name} has shape {:?}, the config implies {:?}",
+                self.weights.source,
+                tensor.dims(),
+                shape.dims()
+            );
+        }
+        Ok(tensor)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.weights.contains_tensor(name)
+    }
+
+    /// The file it was read from, for messages.
+    pub fn source(&self) -> &str {
+        &self.weights.source
+    }
+
     pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_backend(Box::new(Shared(self.weights.clone())), DType::F32, device.clone())
     }

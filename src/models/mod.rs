@@ -4,7 +4,7 @@
 mod convnext;
 mod fused;
 pub mod loading;
-mod ops;
+pub(crate) mod ops;
 mod segformer;
 mod simd;
 mod upernet;

@@ -18,15 +18,19 @@
 //! checks); on another device they fail with candle's "no cuda implementation" error.
 
 pub mod batch_norm;
+pub mod checkpoint;
+pub mod conv;
 pub mod from_config;
 pub mod gradcheck;
 pub(crate) mod kernel;
+pub mod log;
 pub mod loss;
 pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod schedule;
 pub mod softmax;
+pub mod store;
 pub mod upsample;
 
 pub use batch_norm::{batch_norm2d_train, BatchNormStats};

@@ -1,11 +1,15 @@
-//! The experiment's building blocks (`exp/models/ops.py`) in eval mode: convolutions with
-//! their BatchNorm folded in at load time, `SegHead`, and the pooling and resizing the
-//! methods and timm backbones use.
+//! The experiment's building blocks (`exp/models/ops.py`): convolutions with their BatchNorm
+//! folded in at load time, `SegHead`, and the pooling and resizing the methods and timm
+//! backbones use. Loaded from a VarBuilder that hands out `Var`s they are in train mode
+//! instead (`trainable.rs`): BatchNorm with batch statistics, Dropout2d, differentiable ops.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::trainable::{training, Dropout2d, TrainConv};
 use crate::models::ops::{resize_bilinear_aligned, BatchNorm2d, Conv, DepthwiseConv2d, Geometry};
+use crate::train::pool::{avg_pool2d, max_pool2d, Pool2d};
+use crate::train::upsample::upsample_bilinear2d;
 
 /// The activation a folded convolution ends with (fused into its output pass).
 pub use crate::models::ops::Activation as Act;
@@ -59,6 +63,7 @@ impl ConvSpec {
 enum Kernel {
     Dense(Conv),
     Depthwise(DepthwiseConv2d),
+    Train(Box<TrainConv>),
 }
 
 /// conv -> BatchNorm (eval: folded into the conv's weight and bias) -> activation (fused).
@@ -69,8 +74,13 @@ pub struct ConvBn {
 impl ConvBn {
     /// The conv's weight (and bias, when `conv_bias`) under `conv`, the BatchNorm under `bn`.
     pub fn load(conv: VarBuilder, bn: VarBuilder, spec: ConvSpec, conv_bias: bool, act: Act) -> Result<Self> {
-        let per_filter = if spec.depthwise { 1 } else { spec.c_in };
-        let weight = conv.get((spec.c_out, per_filter, spec.kernel, spec.kernel), "weight")?;
+        let weight = Self::weight(&conv, spec)?;
+        if weight.is_variable() {
+            let train = TrainConv::load(weight, conv, Some(bn), spec, conv_bias, act)?;
+            return Ok(ConvBn {
+                kernel: Kernel::Train(Box::new(train)),
+            });
+        }
         let norm = BatchNorm2d::load(bn, spec.c_out)?;
         let scale = norm.scale().reshape(spec.c_out)?;
         let mut shift = norm.shift().reshape(spec.c_out)?;
@@ -83,10 +93,25 @@ impl ConvBn {
 
     /// A convolution with a bias and no BatchNorm (SegHead's classifier, SE gates).
     pub fn plain(vb: VarBuilder, spec: ConvSpec, act: Act) -> Result<Self> {
-        let per_filter = if spec.depthwise { 1 } else { spec.c_in };
-        let weight = vb.get((spec.c_out, per_filter, spec.kernel, spec.kernel), "weight")?;
+        let weight = Self::weight(&vb, spec)?;
+        if weight.is_variable() {
+            let train = TrainConv::load(weight, vb, None, spec, true, act)?;
+            return Ok(ConvBn {
+                kernel: Kernel::Train(Box::new(train)),
+            });
+        }
         let bias = vb.get(spec.c_out, "bias")?;
         Self::from_folded(weight, bias, spec, act)
+    }
+
+    fn weight(vb: &VarBuilder, spec: ConvSpec) -> Result<Tensor> {
+        let per_filter = if spec.depthwise { 1 } else { spec.c_in };
+        vb.get((spec.c_out, per_filter, spec.kernel, spec.kernel), "weight")
+    }
+
+    /// Loaded in train mode.
+    pub fn is_trainable(&self) -> bool {
+        matches!(self.kernel, Kernel::Train(_))
     }
 
     fn from_folded(weight: Tensor, bias: Tensor, spec: ConvSpec, act: Act) -> Result<Self> {
@@ -113,6 +138,7 @@ impl Module for ConvBn {
         match &self.kernel {
             Kernel::Dense(conv) => conv.forward(x),
             Kernel::Depthwise(conv) => conv.forward(x),
+            Kernel::Train(conv) => conv.forward(x),
         }
     }
 }
@@ -155,40 +181,67 @@ impl Module for DwConvBnRelu {
     }
 }
 
+/// The experiment's SegHead settings besides its channels.
+#[derive(Clone, Copy, Debug)]
+pub struct SegHeadSpec {
+    /// The crop size the logits are resized to.
+    pub size: (usize, usize),
+    pub align_corners: bool,
+    /// Dropout2d's p (train mode only; `nn.Identity` when 0).
+    pub dropout: f64,
+    /// Seeds the Dropout2d masks.
+    pub seed: u64,
+}
+
 /// `ops.SegHead`: Dropout2d (identity in eval) -> 1x1 conv with bias (`.1`) -> bilinear
 /// resize to the crop size.
 pub struct SegHead {
+    dropout: Option<Dropout2d>,
     classifier: ConvBn,
-    size: (usize, usize),
-    align_corners: bool,
+    spec: SegHeadSpec,
 }
 
 impl SegHead {
-    pub fn load(
-        vb: VarBuilder,
-        c_in: usize,
-        classes: usize,
-        size: (usize, usize),
-        align_corners: bool,
-    ) -> Result<Self> {
+    pub fn load(vb: VarBuilder, c_in: usize, classes: usize, spec: SegHeadSpec) -> Result<Self> {
+        let classifier = ConvBn::plain(vb.pp(1), ConvSpec::same(c_in, classes, 1), Act::Identity)?;
+        let dropout = (classifier.is_trainable() && spec.dropout > 0.0)
+            .then(|| Dropout2d::new(spec.dropout, spec.seed));
         Ok(SegHead {
-            classifier: ConvBn::plain(vb.pp(1), ConvSpec::same(c_in, classes, 1), Act::Identity)?,
-            size,
-            align_corners,
+            dropout,
+            classifier,
+            spec,
         })
+    }
+}
+
+impl SegHead {
+    /// The optimizer step the next forward belongs to (keys the dropout masks).
+    pub fn set_iteration(&self, iteration: u64) {
+        if let Some(dropout) = &self.dropout {
+            dropout.set_iteration(iteration);
+        }
     }
 }
 
 impl Module for SegHead {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let logits = self.classifier.forward(x)?;
-        resize(&logits, self.size, self.align_corners)
+        let logits = match &self.dropout {
+            Some(dropout) => self.classifier.forward(&dropout.forward(x)?)?,
+            None => self.classifier.forward(x)?,
+        };
+        resize(&logits, self.spec.size, self.spec.align_corners)
     }
 }
 
 /// `F.interpolate(x, size, mode="bilinear", align_corners=...)`.
 pub fn resize(x: &Tensor, (h, w): (usize, usize), align_corners: bool) -> Result<Tensor> {
-    resize_bilinear_aligned(x, h, w, align_corners)
+    if !training(x) {
+        return resize_bilinear_aligned(x, h, w, align_corners);
+    }
+    if size_of(x)? == (h, w) {
+        return Ok(x.clone());
+    }
+    upsample_bilinear2d(x, h, w, align_corners)
 }
 
 /// The spatial size of a (B, C, H, W) map.
@@ -200,6 +253,9 @@ pub fn size_of(x: &Tensor) -> Result<(usize, usize)> {
 /// `nn.MaxPool2d(3, 2, padding=1)` on a map that follows a ReLU: zero padding cannot win a
 /// maximum over non-negative values, so it stands in for PyTorch's -inf padding.
 pub fn max_pool_3x3_s2_after_relu(x: &Tensor) -> Result<Tensor> {
+    if training(x) {
+        return max_pool2d(x, pool(3, 2, 1, false));
+    }
     x.pad_with_zeros(2, 1, 1)?
         .pad_with_zeros(3, 1, 1)?
         .max_pool2d_with_stride(3, 2)
@@ -209,6 +265,9 @@ pub fn max_pool_3x3_s2_after_relu(x: &Tensor) -> Result<Tensor> {
 /// count_include_pad=False)`. A window cut by the far edge averages only its inside
 /// pixels, which is what a 2-wide window sees after replicating the last row and column.
 pub fn avg_pool_2x2_ceil(x: &Tensor) -> Result<Tensor> {
+    if training(x) {
+        return avg_pool2d(x, pool(2, 2, 0, true), false);
+    }
     let (h, w) = size_of(x)?;
     let x = if h % 2 == 1 {
         x.pad_with_same(2, 0, 1)?
@@ -222,7 +281,19 @@ pub fn avg_pool_2x2_ceil(x: &Tensor) -> Result<Tensor> {
 /// timm's `AvgPool2dSame(2, stride=1)` (the dilated stages' shortcut): zero padding of one
 /// row and column at the far edge, then a 2x2 mean with stride 1 that counts the zeros.
 pub fn avg_pool_2x2_same(x: &Tensor) -> Result<Tensor> {
-    x.pad_with_zeros(2, 0, 1)?
-        .pad_with_zeros(3, 0, 1)?
-        .avg_pool2d_with_stride(2, 1)
+    let padded = x.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
+    if training(x) {
+        return avg_pool2d(&padded, pool(2, 1, 0, false), true);
+    }
+    padded.avg_pool2d_with_stride(2, 1)
+}
+
+/// A square pooling window for the differentiable pools.
+fn pool(kernel: usize, stride: usize, padding: usize, ceil_mode: bool) -> Pool2d {
+    Pool2d {
+        kernel: (kernel, kernel),
+        stride: (stride, stride),
+        padding: (padding, padding),
+        ceil_mode,
+    }
 }

@@ -13,6 +13,7 @@ mod layers;
 mod pspnet;
 mod resnet;
 mod segformer_head;
+mod trainable;
 mod unet;
 mod upernet;
 
@@ -22,7 +23,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use self::efficientnet::EfficientNet;
-use self::layers::{conv_bn_relu, ConvBn, ConvSpec, SegHead};
+use self::layers::{conv_bn_relu, ConvBn, ConvSpec, SegHead, SegHeadSpec};
 use self::resnet::ResNet;
 use super::convnext::{ConvNextBackbone, ConvNextConfig};
 use super::segformer::{Encoder, EncoderNames, SegformerConfig};
@@ -50,6 +51,11 @@ pub struct SegmentorConfig {
     pub num_classes: usize,
     /// The data yaml's (height, width) crop: SegHead resizes the logits to it.
     pub crop_size: (usize, usize),
+    /// The yaml's `dropout` and `aux`: only training reads them.
+    pub dropout: Option<f64>,
+    pub aux: Option<bool>,
+    /// Seeds train-time randomness (the Dropout2d masks).
+    pub seed: u64,
 }
 
 /// A method with the yaml keys only it reads.
@@ -262,7 +268,20 @@ impl SegmentorConfig {
             in_channels,
             num_classes,
             crop_size,
+            dropout: model.dropout,
+            aux: model.aux,
+            seed: 0,
         })
+    }
+
+    /// SegHead's settings; `salt` tells the main and auxiliary heads' dropout masks apart.
+    fn seg_head(&self, salt: u64) -> SegHeadSpec {
+        SegHeadSpec {
+            size: self.crop_size,
+            align_corners: self.align_corners,
+            dropout: self.dropout.unwrap_or(0.0),
+            seed: self.seed.wrapping_mul(2).wrapping_add(salt),
+        }
     }
 }
 
@@ -426,23 +445,11 @@ impl Segmentor {
         let (backbone, channels) = Backbone::load(vb.pp("backbone").pp("backbone"), cfg)?;
         let method = Head::load(vb.pp("method"), cfg, &channels)?;
         let classes = cfg.num_classes;
-        let head = SegHead::load(
-            vb.pp("head"),
-            cfg.out_channels,
-            classes,
-            cfg.crop_size,
-            cfg.align_corners,
-        )?;
+        let head = SegHead::load(vb.pp("head"), cfg.out_channels, classes, cfg.seg_head(0))?;
         let aux_in = channels[channels.len() - 2];
         let aux = (
             conv_bn_relu(vb.pp("aux_conv"), ConvSpec::same(aux_in, cfg.aux_out_channels, 3))?,
-            SegHead::load(
-                vb.pp("aux_head"),
-                cfg.aux_out_channels,
-                classes,
-                cfg.crop_size,
-                cfg.align_corners,
-            )?,
+            SegHead::load(vb.pp("aux_head"), cfg.aux_out_channels, classes, cfg.seg_head(1))?,
         );
         Ok(Segmentor {
             backbone,
@@ -459,10 +466,18 @@ impl Segmentor {
         self.head.forward(&self.method.forward(&features)?)
     }
 
-    /// The auxiliary logits (`forward(x)[1]` when the yaml's `aux` is on).
-    pub fn forward_aux(&self, x: &Tensor) -> Result<Tensor> {
+    /// Train mode: the optimizer step the next forward belongs to (keys its random draws).
+    pub fn set_iteration(&self, iteration: u64) {
+        self.head.set_iteration(iteration);
+        self.aux.1.set_iteration(iteration);
+    }
+
+    /// The main and the auxiliary logits (`Segmentor.forward(x)` with the yaml's `aux` on).
+    pub fn forward_with_aux(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let features = self.backbone.forward(x)?;
+        let main = self.head.forward(&self.method.forward(&features)?)?;
         let (conv, head) = &self.aux;
-        head.forward(&conv.forward(features.from_end(2)?)?)
+        let aux = head.forward(&conv.forward(features.from_end(2)?)?)?;
+        Ok((main, aux))
     }
 }

@@ -122,28 +122,7 @@ impl ResNet {
                 } else {
                     (1, dilation)
                 };
-                let shortcut = if index == 0 && (stride != 1 || in_planes != planes * expansion) {
-                    let down = vb.pp("downsample");
-                    let pool: Option<fn(&Tensor) -> Result<Tensor>> = if stride == 1 && dilation == 1 {
-                        None
-                    } else if dilation == 1 {
-                        Some(avg_pool_2x2_ceil)
-                    } else {
-                        Some(avg_pool_2x2_same)
-                    };
-                    Some(Shortcut {
-                        pool,
-                        conv: ConvBn::load(
-                            down.pp(1),
-                            down.pp(2),
-                            ConvSpec::same(in_planes, planes * expansion, 1),
-                            false,
-                            Act::Identity,
-                        )?,
-                    })
-                } else {
-                    None
-                };
+                // Created in the state dict's order (torch registers `downsample` last).
                 let conv = |i: usize, spec: ConvSpec, act: Act| {
                     ConvBn::load(
                         vb.pp(format!("conv{i}")),
@@ -174,6 +153,28 @@ impl ResNet {
                         )?,
                         conv(3, ConvSpec::same(planes, planes * expansion, 1), Act::Identity)?,
                     ],
+                };
+                let shortcut = if index == 0 && (stride != 1 || in_planes != planes * expansion) {
+                    let down = vb.pp("downsample");
+                    let pool: Option<fn(&Tensor) -> Result<Tensor>> = if stride == 1 && dilation == 1 {
+                        None
+                    } else if dilation == 1 {
+                        Some(avg_pool_2x2_ceil)
+                    } else {
+                        Some(avg_pool_2x2_same)
+                    };
+                    Some(Shortcut {
+                        pool,
+                        conv: ConvBn::load(
+                            down.pp(1),
+                            down.pp(2),
+                            ConvSpec::same(in_planes, planes * expansion, 1),
+                            false,
+                            Act::Identity,
+                        )?,
+                    })
+                } else {
+                    None
                 };
                 blocks.push(Block { convs, shortcut });
                 in_planes = planes * expansion;

@@ -1,0 +1,157 @@
+//! The building blocks in train mode, chosen when the VarBuilder hands out `Var`s (the
+//! trainer's store): convolutions followed by BatchNorm with the batch's statistics (the
+//! running statistics moved in place, so the store that created them sees the update),
+//! Dropout2d, and the differentiable forms of the pools and resizes whose fast kernels have
+//! no backward. Eval mode never reaches this file: its weights are plain tensors.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::layers::{Act, ConvSpec};
+use crate::train::batch_norm::{batch_norm2d_train, BatchNormStats, EPS, MOMENTUM};
+use crate::train::conv::conv2d;
+
+/// `nn.BatchNorm2d` in train mode with its buffers as tensors shared with the store.
+struct TrainBatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    /// int64, shape () as in torch's state dict.
+    num_batches_tracked: Tensor,
+}
+
+impl TrainBatchNorm {
+    fn load(vb: VarBuilder, channels: usize) -> Result<Self> {
+        Ok(TrainBatchNorm {
+            weight: vb.get(channels, "weight")?,
+            bias: vb.get(channels, "bias")?,
+            running_mean: vb.get(channels, "running_mean")?,
+            running_var: vb.get(channels, "running_var")?,
+            num_batches_tracked: vb.get_with_hints_dtype(
+                (),
+                "num_batches_tracked",
+                Init::Const(0.),
+                DType::I64,
+            )?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut stats = BatchNormStats {
+            running_mean: self.running_mean.clone(),
+            running_var: self.running_var.clone(),
+            num_batches_tracked: 0,
+        };
+        let y = batch_norm2d_train(x, Some(&self.weight), Some(&self.bias), &mut stats, MOMENTUM, EPS)?;
+        self.running_mean.slice_set(&stats.running_mean, 0, 0)?;
+        self.running_var.slice_set(&stats.running_var, 0, 0)?;
+        let counted = self.num_batches_tracked.reshape(1)?;
+        counted.slice_set(
+            &(counted.to_dtype(DType::F64)? + 1.0)?.to_dtype(DType::I64)?,
+            0,
+            0,
+        )?;
+        Ok(y)
+    }
+}
+
+/// conv (+ bias) -> BatchNorm in train mode (when present) -> activation.
+pub struct TrainConv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    norm: Option<TrainBatchNorm>,
+    spec: ConvSpec,
+    act: Act,
+}
+
+impl TrainConv {
+    /// The convolution's `weight` (already fetched, to tell the mode) and, in the state
+    /// dict's order, its `bias` and the BatchNorm under `bn`.
+    pub fn load(
+        weight: Tensor,
+        conv: VarBuilder,
+        bn: Option<VarBuilder>,
+        spec: ConvSpec,
+        conv_bias: bool,
+        act: Act,
+    ) -> Result<Self> {
+        let bias = if conv_bias {
+            Some(conv.get(spec.c_out, "bias")?)
+        } else {
+            None
+        };
+        let norm = bn.map(|bn| TrainBatchNorm::load(bn, spec.c_out)).transpose()?;
+        Ok(TrainConv {
+            weight,
+            bias,
+            norm,
+            spec,
+            act,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = conv2d(x, &self.weight, self.spec.geometry, self.spec.depthwise)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(&bias.reshape((1, self.spec.c_out, 1, 1))?)?;
+        }
+        if let Some(norm) = &self.norm {
+            y = norm.forward(&y)?;
+        }
+        self.act.tensor(&y)
+    }
+}
+
+/// `nn.Dropout2d(p)` in train mode: whole channels zeroed with probability p, the rest
+/// scaled by 1 / (1 - p). The masks come from a generator keyed by (seed, iteration), so a
+/// resumed run draws the same ones (torch's draws cannot be reproduced anyway).
+pub struct Dropout2d {
+    p: f64,
+    seed: u64,
+    iteration: AtomicU64,
+}
+
+impl Dropout2d {
+    pub fn new(p: f64, seed: u64) -> Self {
+        Dropout2d {
+            p,
+            seed,
+            iteration: AtomicU64::new(0),
+        }
+    }
+
+    /// The optimizer step the next forward belongs to.
+    pub fn set_iteration(&self, iteration: u64) {
+        self.iteration.store(iteration, Ordering::Relaxed);
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, _, _) = x.dims4()?;
+        let keep = 1.0 - self.p;
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&self.seed.to_le_bytes());
+        key[8..16].copy_from_slice(&self.iteration.load(Ordering::Relaxed).to_le_bytes());
+        let mut rng = StdRng::from_seed(key);
+        let mask: Vec<f32> = (0..n * c)
+            .map(|_| {
+                if keep > 0.0 && rng.random::<f64>() < keep {
+                    (1.0 / keep) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (n, c, 1, 1), x.device())?.to_dtype(x.dtype())?;
+        x.broadcast_mul(&mask)
+    }
+}
+
+/// Whether `x` carries gradients: the differentiable forms are used for it.
+pub fn training(x: &Tensor) -> bool {
+    x.track_op()
+}

@@ -175,7 +175,7 @@ fn exp_errors_name_the_config_file_and_key() {
     fails(
         dir,
         &["exp", "--data_dir", "data"],
-        &["training is not implemented yet", "--test-only"],
+        &["training needs --model_yaml", "--test-only"],
     );
     exp(
         &["--data_dir", "nowhere", "--data_yaml", yaml],

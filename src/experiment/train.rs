@@ -217,6 +217,10 @@ pub fn train(request: &Request, options: &TrainOptions) -> Result<Trained> {
         request.device
     );
     let configs = Configs::load(&request.yamls)?;
+    ensure!(
+        configs.model.is_some(),
+        "training needs --model_yaml (the experiment's architecture, e.g. deeplabv3plus_resnet50d); pass --test-only to evaluate a checkpoint instead"
+    );
     let out = &request.output_dir;
     if out.exists() && !out.is_dir() {
         bail!("--output_dir {} is a file, not a directory", out.display());

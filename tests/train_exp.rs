@@ -350,3 +350,26 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
     assert_eq!(log_rows(&whole), log_rows(&resumed));
     assert_eq!(log_rows(&whole).len(), 6);
 }
+
+/// The store numbers parameters in creation order, which torch's optimizer state follows in
+/// state-dict order: the model files must create them in that order.
+#[test]
+fn parameters_are_created_in_state_dict_order() {
+    use rankseg::models::zoo::{Segmentor, SegmentorConfig};
+    use rankseg::train::store::{Start, TrainStore};
+    let f = fixture();
+    let (cfg, _) = SegmentorConfig::from_yamls(
+        f.join("model.yaml").to_str().unwrap(),
+        f.join("data.yaml").to_str().unwrap(),
+    )
+    .unwrap();
+    let store = TrainStore::new(Start::Fresh {
+        pretrained: None,
+        seed: 0,
+    });
+    Segmentor::load(store.var_builder(&Device::Cpu), &cfg).unwrap();
+    let ours: Vec<String> = store.entries().into_iter().map(|(name, _)| name).collect();
+    let keys = std::fs::read_to_string(f.join("keys.txt")).unwrap();
+    let theirs: Vec<&str> = keys.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(ours, theirs);
+}

@@ -9,6 +9,7 @@ mod predict;
 mod prepare;
 mod score;
 mod table;
+mod train_bench;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,8 @@ enum Command {
     Prepare(prepare::PrepareArgs),
     /// A segmentation model's logits for a normalised batch (SegFormer, UperNet-ConvNeXt).
     Logits(logits::LogitsArgs),
+    /// Time one training iteration of the experiment's model (scripts/bench_train_torch.py).
+    TrainBench(train_bench::TrainBenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Exp(args) => exp::run(args),
         Command::Prepare(args) => prepare::run(args),
         Command::Table(args) => table::run(args),
+        Command::TrainBench(args) => train_bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -61,13 +61,73 @@ pub fn length(schedule: &ScheduleConfig, per_epoch: u64) -> Result<(u64, u64)> {
     }
 }
 
-/// The model with its weights in a store the optimizer can update.
-struct Setup {
+/// A model in train mode with its optimizer and schedule: one `step` is one iteration of
+/// `train.py`.
+pub struct Trainer {
     model: Segmentor,
     store: TrainStore,
     optimizer: Optimizer,
     scheduler: LambdaLr,
-    start_epoch: u64,
+    loss: Loss,
+}
+
+/// What one step did.
+pub struct Step {
+    /// Parameter group 0's rate for this step.
+    pub lr: f64,
+    pub loss: f64,
+}
+
+impl Trainer {
+    /// `main.py`'s optimizer over `get_params_list` and its LambdaLR for `train_iters`.
+    pub fn new(model: Segmentor, store: TrainStore, configs: &Configs, train_iters: u64) -> Result<Self> {
+        let optim = &configs.optim.value;
+        let groups = store.segmentor_groups(optim.lr, optim.multiplier, optim.weight_decay, true);
+        let mut optimizer = Optimizer::new(from_config::rule(optim)?, groups)?;
+        let schedule = from_config::schedule(optim, &configs.schedule.value, train_iters as usize)?;
+        let scheduler = LambdaLr::new(schedule, &mut optimizer)?;
+        let loss = Loss::from_config(&configs.loss.value, configs.data.value.num_classes)?;
+        Ok(Trainer {
+            model,
+            store,
+            optimizer,
+            scheduler,
+            loss,
+        })
+    }
+
+    /// zero_grad, forward_loss, backward, optimizer.step(), scheduler.step().
+    pub fn step(&mut self, iteration: u64, images: &Tensor, target: &Target) -> Result<Step> {
+        self.model.set_iteration(iteration);
+        let (main, aux) = self.model.forward_with_aux(images)?;
+        let value = self.loss.forward(&main, Some(&aux), target)?;
+        let lr = self.optimizer.groups[0].lr;
+        self.optimizer.step(&value.backward()?)?;
+        self.scheduler.step(&mut self.optimizer)?;
+        Ok(Step {
+            lr,
+            loss: value.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        })
+    }
+
+    /// Restores the optimizer and schedule a checkpoint saved; returns the next epoch.
+    fn resume(&mut self, resume: checkpoint::Resume) -> Result<u64> {
+        self.optimizer
+            .load_state_tensors(&resume.optimizer)
+            .context("the checkpoint's optimizer state")?;
+        self.scheduler.last_epoch = resume.progress.last_epoch;
+        self.scheduler.apply(&mut self.optimizer)?;
+        Ok(resume.progress.epoch + 1)
+    }
+
+    fn save(&self, dir: &Path, epoch: u64) -> Result<PathBuf> {
+        let progress = Progress {
+            epoch,
+            last_epoch: self.scheduler.last_epoch,
+        };
+        let optimizer = self.optimizer.state_tensors(&Device::Cpu)?;
+        checkpoint::save(dir, &progress, &self.store.state_dict(), optimizer)
+    }
 }
 
 fn pretrained_backbone(name: &str, given: Option<&Path>) -> Result<Option<StateDict>> {
@@ -108,95 +168,89 @@ fn pretrained_backbone(name: &str, given: Option<&Path>) -> Result<Option<StateD
     }
 }
 
-impl Setup {
-    fn new(configs: &Configs, request: &Request, options: &TrainOptions, train_iters: u64) -> Result<Self> {
-        let (mut config, origin) = model::segmentor_config(configs)?;
-        config.seed = options.seed;
-        ensure!(
-            config.aux == Some(true),
-            "{origin}: training needs `aux: True` (with it off the experiment's get_params_list leaves aux_conv and aux_head out and fails its own check)"
+/// The model `--model_yaml` describes in train mode, its weights from `start`.
+pub fn build(configs: &Configs, start: Start, seed: u64) -> Result<(Segmentor, TrainStore)> {
+    let (mut config, origin) = model::segmentor_config(configs)?;
+    config.seed = seed;
+    ensure!(
+        config.aux == Some(true),
+        "{origin}: training needs `aux: True` (with it off the experiment's get_params_list leaves aux_conv and aux_head out and fails its own check)"
+    );
+    ensure!(
+        config.dropout.is_some(),
+        "{origin}: the model yaml has no `dropout`"
+    );
+    let store = TrainStore::new(start);
+    let model = Segmentor::load(store.var_builder(&Device::Cpu), &config).with_context(|| origin.clone())?;
+    let unexpected = store.unexpected_keys();
+    if !unexpected.is_empty() {
+        bail!(
+            "the checkpoint holds keys the model ({origin}) does not have: {}",
+            unexpected.join(", ")
         );
-        ensure!(
-            config.dropout.is_some(),
-            "{origin}: the model yaml has no `dropout`"
-        );
-        let start_from = request
-            .model_checkpoint
-            .clone()
-            .or_else(|| models::latest_checkpoint(&request.output_dir));
-        let (start, resume) = match &start_from {
-            Some(path) => {
-                eprintln!("starting from {}", path.display());
-                let dict = StateDict::open(path).context("--model_checkpoint")?;
-                (Start::Checkpoint(dict), checkpoint::read_resume(path)?)
-            }
-            None => (
-                Start::Fresh {
-                    pretrained: pretrained_backbone(&config.backbone, options.backbone_weights.as_deref())?,
-                    seed: options.seed,
-                },
-                None,
-            ),
-        };
-        let store = TrainStore::new(start);
-        let model =
-            Segmentor::load(store.var_builder(&Device::Cpu), &config).with_context(|| origin.clone())?;
-        let unexpected = store.unexpected_keys();
-        if !unexpected.is_empty() {
-            bail!(
-                "{}: keys the model ({origin}) does not have: {}",
-                start_from.map(|p| p.display().to_string()).unwrap_or_default(),
-                unexpected.join(", ")
-            );
-        }
-        let optim = &configs.optim.value;
-        let groups = store.segmentor_groups(optim.lr, optim.multiplier, optim.weight_decay, true);
-        let mut optimizer = Optimizer::new(from_config::rule(optim)?, groups)?;
-        let schedule = from_config::schedule(optim, &configs.schedule.value, train_iters as usize)?;
-        let mut scheduler = LambdaLr::new(schedule, &mut optimizer)?;
-        let start_epoch = match resume {
-            Some(resume) => {
-                optimizer
-                    .load_state_tensors(&resume.optimizer)
-                    .context("the checkpoint's optimizer state")?;
-                scheduler.last_epoch = resume.progress.last_epoch;
-                scheduler.apply(&mut optimizer)?;
-                resume.progress.epoch + 1
-            }
-            None => 1,
-        };
-        Ok(Setup {
-            model,
-            store,
-            optimizer,
-            scheduler,
-            start_epoch,
-        })
     }
-
-    fn save(&self, dir: &Path, epoch: u64) -> Result<PathBuf> {
-        let progress = Progress {
-            epoch,
-            last_epoch: self.scheduler.last_epoch,
-        };
-        let optimizer = self.optimizer.state_tensors(&Device::Cpu)?;
-        checkpoint::save(dir, &progress, &self.store.state_dict(), optimizer)
-    }
+    Ok((model, store))
 }
 
-/// A batch as the model's input and the loss's target (the data yaml's ignore index mapped
-/// to `num_classes`, as the experiment's datasets write it).
+/// `--model_checkpoint`, else the latest checkpoint in `--output_dir`, else a fresh model;
+/// returns the trainer and the first epoch to run.
+fn start(
+    configs: &Configs,
+    request: &Request,
+    options: &TrainOptions,
+    train_iters: u64,
+) -> Result<(Trainer, u64)> {
+    let from = request
+        .model_checkpoint
+        .clone()
+        .or_else(|| models::latest_checkpoint(&request.output_dir));
+    let Some(path) = from else {
+        let backbone = model::segmentor_config(configs)?.0.backbone;
+        let start = Start::Fresh {
+            pretrained: pretrained_backbone(&backbone, options.backbone_weights.as_deref())?,
+            seed: options.seed,
+        };
+        let (model, store) = build(configs, start, options.seed)?;
+        return Ok((Trainer::new(model, store, configs, train_iters)?, 1));
+    };
+    eprintln!("starting from {}", path.display());
+    let dict = StateDict::open(&path).context("--model_checkpoint")?;
+    let (model, store) =
+        build(configs, Start::Checkpoint(dict), options.seed).with_context(|| path.display().to_string())?;
+    let mut trainer = Trainer::new(model, store, configs, train_iters)?;
+    let first_epoch = match checkpoint::read_resume(&path)? {
+        Some(resume) => trainer
+            .resume(resume)
+            .with_context(|| path.display().to_string())?,
+        None => 1,
+    };
+    Ok((trainer, first_epoch))
+}
+
+/// A batch as the model's input and the loss's target.
 fn tensors(batch: &Batch, ignore_index: i64, num_classes: usize) -> Result<(Tensor, Target)> {
     let (b, c, h, w) = (batch.samples.len(), batch.channels, batch.height, batch.width);
     let images = Tensor::from_slice(&batch.images, (b, c, h, w), &Device::Cpu)?;
-    let labels: Vec<i64> = batch
-        .labels
+    Ok((
+        images,
+        target(&batch.labels, (b, h, w), ignore_index, num_classes)?,
+    ))
+}
+
+/// Labels as the loss's target: the data yaml's ignore index mapped to `num_classes`, as
+/// the experiment's datasets write it.
+pub fn target(
+    labels: &[i64],
+    dims: (usize, usize, usize),
+    ignore_index: i64,
+    num_classes: usize,
+) -> Result<Target> {
+    let labels: Vec<i64> = labels
         .iter()
         .map(|&l| if l == ignore_index { num_classes as i64 } else { l })
         .collect();
-    let labels = Tensor::from_vec(labels, (b, h, w), &Device::Cpu)?;
-    let target = Target::new(&labels, num_classes, DType::F32, &Device::Cpu)?;
-    Ok((images, target))
+    let labels = Tensor::from_vec(labels, dims, &Device::Cpu)?;
+    Ok(Target::new(&labels, num_classes, DType::F32, &Device::Cpu)?)
 }
 
 fn progress_bar(total: u64, done: u64) -> ProgressBar {
@@ -240,37 +294,30 @@ pub fn train(request: &Request, options: &TrainOptions) -> Result<Trained> {
     let loader = Loader::new(Arc::new(set), loader_config).context("the training split")?;
     let per_epoch = loader.batches_per_epoch() as u64;
     let (train_iters, train_epochs) = length(schedule, per_epoch)?;
-    let mut setup = Setup::new(&configs, request, options, train_iters)?;
-    let loss = Loss::from_config(&configs.loss.value, data.num_classes)?;
-    let mut iter = 1 + per_epoch * (setup.start_epoch - 1);
+    let (mut trainer, first_epoch) = start(&configs, request, options, train_iters)?;
+    let mut iter = 1 + per_epoch * (first_epoch - 1);
     let mut log = TrainLog::open(out, iter)?;
     let bar = progress_bar(train_iters, (iter - 1).min(train_iters));
     let test = &configs.test.value.iter;
     let mut trained = Trained {
         steps: 0,
-        last_epoch: setup.start_epoch - 1,
+        last_epoch: first_epoch - 1,
         reports: Vec::new(),
     };
-    for epoch in setup.start_epoch..=train_epochs {
+    for epoch in first_epoch..=train_epochs {
         for batch in loader.epoch(epoch) {
             let batch = batch?;
             let started = Instant::now();
-            setup.model.set_iteration(iter);
             let (images, target) = tensors(&batch, data.ignore_index, data.num_classes)?;
-            let (main, aux) = setup.model.forward_with_aux(&images)?;
-            let value = loss.forward(&main, Some(&aux), &target)?;
-            let lr = setup.optimizer.groups[0].lr;
-            setup.optimizer.step(&value.backward()?)?;
-            setup.scheduler.step(&mut setup.optimizer)?;
-            let loss_value = value.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let step = trainer.step(iter, &images, &target)?;
             log.push(Row {
                 iter,
                 epoch,
-                lr,
-                loss: loss_value,
+                lr: step.lr,
+                loss: step.loss,
                 seconds: started.elapsed().as_secs_f64(),
             });
-            bar.set_message(format!("loss {loss_value:.4} lr {lr:.2e}"));
+            bar.set_message(format!("loss {:.4} lr {:.2e}", step.loss, step.lr));
             bar.inc(1);
             trained.steps += 1;
             iter += 1;
@@ -287,7 +334,7 @@ pub fn train(request: &Request, options: &TrainOptions) -> Result<Trained> {
             continue;
         }
         // Evaluated weights are always on disk, so a result names a file that exists.
-        let saved = setup.save(out, epoch)?;
+        let saved = trainer.save(out, epoch)?;
         log.write()?;
         if test.remove_old.unwrap_or(false) && epoch > 1 {
             checkpoint::remove(out, epoch - 1)?;

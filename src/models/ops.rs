@@ -209,11 +209,14 @@ impl DepthwiseConv2d {
     }
 }
 
-/// Whether our CPU kernels apply: on CPU tensors, unless RANKSEG_PORTABLE_OPS is set (the
-/// tests set it to check that candle's own ops, which other devices use, agree).
+/// Whether our CPU kernels apply: on CPU tensors that carry no gradient (training takes
+/// candle's differentiable ops), unless RANKSEG_PORTABLE_OPS is set (the tests set it to
+/// check that candle's own ops, which other devices use, agree).
 pub fn custom_kernels(x: &Tensor) -> bool {
     static PORTABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    x.device().is_cpu() && !*PORTABLE.get_or_init(|| std::env::var_os("RANKSEG_PORTABLE_OPS").is_some())
+    x.device().is_cpu()
+        && !x.track_op()
+        && !*PORTABLE.get_or_init(|| std::env::var_os("RANKSEG_PORTABLE_OPS").is_some())
 }
 
 impl CustomOp1 for DepthwiseConv2d {

@@ -14,6 +14,8 @@ use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
 use super::ops::{conv2d, resize_bilinear, Activation, BatchNorm2d, Conv, Dense, DepthwiseConv2d};
+use super::zoo::layers::{ConvBn, ConvSpec};
+use super::zoo::trainable::{training, DropPath};
 
 /// nn.LayerNorm's default: transformers builds every SegFormer norm without an eps.
 const LAYER_NORM_EPS: f64 = 1e-5;
@@ -29,6 +31,21 @@ pub enum EncoderNames {
 }
 
 impl EncoderNames {
+    /// Each block's stochastic-depth rate in train mode: the experiment builds its MiT with
+    /// `drop_path_rate=0.1`, spread as `torch.linspace(0, 0.1, blocks)` (float32); the
+    /// transformers model is only evaluated.
+    fn drop_path_rates(self, blocks: usize) -> Vec<f64> {
+        match self {
+            EncoderNames::Transformers => vec![0.0; blocks],
+            EncoderNames::Experiment => (0..blocks)
+                .map(|k| {
+                    let step = 0.1f32 / (blocks.max(2) - 1) as f32;
+                    f64::from(step * k as f32)
+                })
+                .collect(),
+        }
+    }
+
     /// The eps of the block norms and the per-stage output norms.
     fn block_eps(self) -> f64 {
         match self {
@@ -159,9 +176,47 @@ impl SegformerConfig {
     }
 }
 
+/// `nn.LayerNorm` over the last dimension: candle's fused kernel, or in train mode the
+/// differentiable form.
+struct Norm {
+    inner: LayerNorm,
+    eps: f64,
+}
+
+fn norm(channels: usize, eps: f64, vb: VarBuilder) -> Result<Norm> {
+    Ok(Norm {
+        inner: layer_norm(channels, eps, vb)?,
+        eps,
+    })
+}
+
+impl Module for Norm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if training(x) {
+            return crate::train::layer_norm(x, Some(self.inner.weight()), self.inner.bias(), self.eps);
+        }
+        self.inner.forward(x)
+    }
+}
+
+/// A convolution with a bias: `conv2d(c_in, c_out, kernel, stride, padding)`.
+fn biased_conv(
+    vb: VarBuilder,
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<ConvBn> {
+    let spec = ConvSpec::same(c_in, c_out, kernel)
+        .stride(stride)
+        .padding(padding);
+    ConvBn::plain(vb, spec, Activation::Identity)
+}
+
 struct OverlapPatchEmbeddings {
-    proj: Conv,
-    layer_norm: LayerNorm,
+    proj: ConvBn,
+    layer_norm: Norm,
 }
 
 impl OverlapPatchEmbeddings {
@@ -171,11 +226,11 @@ impl OverlapPatchEmbeddings {
         stride: usize,
         c_in: usize,
         hidden: usize,
-        norm: &str,
+        norm_name: &str,
     ) -> Result<Self> {
         Ok(OverlapPatchEmbeddings {
-            proj: conv2d(vb.pp("proj"), c_in, hidden, patch, stride, patch / 2, true)?,
-            layer_norm: layer_norm(hidden, LAYER_NORM_EPS, vb.pp(norm))?,
+            proj: biased_conv(vb.pp("proj"), c_in, hidden, patch, stride, patch / 2)?,
+            layer_norm: norm(hidden, LAYER_NORM_EPS, vb.pp(norm_name))?,
         })
     }
 
@@ -188,12 +243,34 @@ impl OverlapPatchEmbeddings {
     }
 }
 
+/// The key and value projections: two linears, or in train mode the experiment's fused
+/// `kv` linear whose output is split (a split of its weight would not see the updates).
+enum KeyValue {
+    Split(Linear, Linear),
+    Fused(Linear),
+}
+
+impl KeyValue {
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        match self {
+            KeyValue::Split(key, value) => Ok((key.forward(x)?, value.forward(x)?)),
+            KeyValue::Fused(kv) => {
+                let both = kv.forward(x)?;
+                let c = both.dim(2)? / 2;
+                Ok((
+                    both.narrow(2, 0, c)?.contiguous()?,
+                    both.narrow(2, c, c)?.contiguous()?,
+                ))
+            }
+        }
+    }
+}
+
 /// Attention whose keys and values come from a strided (sequence-reduced) copy of the map.
 struct EfficientSelfAttention {
     query: Linear,
-    key: Linear,
-    value: Linear,
-    reduction: Option<(Conv, LayerNorm)>,
+    key_value: KeyValue,
+    reduction: Option<(ConvBn, Norm)>,
     heads: usize,
     output: Linear,
 }
@@ -204,16 +281,10 @@ impl EfficientSelfAttention {
             EncoderNames::Transformers => (vb.pp("self"), "layer_norm", "query", vb.pp("output").pp("dense")),
             EncoderNames::Experiment => (vb.clone(), "norm", "q", vb.pp("proj")),
         };
-        let reduction = if sr > 1 {
-            Some((
-                conv2d(me.pp("sr"), hidden, hidden, sr, sr, 0, true)?,
-                layer_norm(hidden, LAYER_NORM_EPS, me.pp(sr_norm))?,
-            ))
-        } else {
-            None
-        };
-        let (key, value) = match names {
-            EncoderNames::Transformers => (
+        // Created in the state dict's order (the experiment's: q, kv, proj, sr, norm).
+        let query = linear(hidden, hidden, me.pp(query))?;
+        let key_value = match names {
+            EncoderNames::Transformers => KeyValue::Split(
                 linear(hidden, hidden, me.pp("key"))?,
                 linear(hidden, hidden, me.pp("value"))?,
             ),
@@ -224,22 +295,34 @@ impl EfficientSelfAttention {
                     kv.get((2 * hidden, hidden), "weight")?,
                     kv.get(2 * hidden, "bias")?,
                 );
-                let half = |i: usize| -> Result<Linear> {
-                    Ok(Linear::new(
-                        weight.narrow(0, i * hidden, hidden)?.contiguous()?,
-                        Some(bias.narrow(0, i * hidden, hidden)?.contiguous()?),
-                    ))
-                };
-                (half(0)?, half(1)?)
+                if weight.is_variable() {
+                    KeyValue::Fused(Linear::new(weight, Some(bias)))
+                } else {
+                    let half = |i: usize| -> Result<Linear> {
+                        Ok(Linear::new(
+                            weight.narrow(0, i * hidden, hidden)?.contiguous()?,
+                            Some(bias.narrow(0, i * hidden, hidden)?.contiguous()?),
+                        ))
+                    };
+                    KeyValue::Split(half(0)?, half(1)?)
+                }
             }
         };
+        let output = linear(hidden, hidden, output)?;
+        let reduction = if sr > 1 {
+            Some((
+                biased_conv(me.pp("sr"), hidden, hidden, sr, sr, 0)?,
+                norm(hidden, LAYER_NORM_EPS, me.pp(sr_norm))?,
+            ))
+        } else {
+            None
+        };
         Ok(EfficientSelfAttention {
-            query: linear(hidden, hidden, me.pp(query))?,
-            key,
-            value,
+            query,
+            key_value,
             reduction,
             heads,
-            output: linear(hidden, hidden, output)?,
+            output,
         })
     }
 
@@ -264,10 +347,14 @@ impl EfficientSelfAttention {
             }
             None => x.clone(),
         };
-        let k = split(self.key.forward(&context)?)?;
-        let v = split(self.value.forward(&context)?)?;
+        let (k, v) = self.key_value.forward(&context)?;
+        let (k, v) = (split(k)?, split(v)?);
         let scores = (q.matmul(&k.t()?.contiguous()?)? / (head_dim as f64).sqrt())?;
-        let attention = candle_nn::ops::softmax_last_dim(&scores)?;
+        let attention = if training(&scores) {
+            crate::train::softmax_last_dim(&scores)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         let out = attention.matmul(&v)?;
         let out = if self.heads == 1 {
             out.reshape((b, n, c))?
@@ -278,52 +365,92 @@ impl EfficientSelfAttention {
     }
 }
 
+/// The depthwise conv with the GELU that follows it: our token kernel, or in train mode
+/// the differentiable conv on the (B, C, H, W) map.
+enum MixConv {
+    Tokens(DepthwiseConv2d),
+    Train(ConvBn),
+}
+
 struct MixFfn {
     dense1: Dense,
-    /// The depthwise conv with the GELU that follows it.
-    dwconv: DepthwiseConv2d,
+    dwconv: MixConv,
     dense2: Dense,
 }
 
 impl MixFfn {
-    fn load(vb: VarBuilder, hidden: usize, mlp_ratio: usize, names: EncoderNames) -> Result<Self> {
+    /// `train`: the weights are `Var`s (train mode).
+    fn load(
+        vb: VarBuilder,
+        hidden: usize,
+        mlp_ratio: usize,
+        names: EncoderNames,
+        train: bool,
+    ) -> Result<Self> {
         let inner = hidden * mlp_ratio;
         let (fc1, fc2) = match names {
             EncoderNames::Transformers => ("dense1", "dense2"),
             EncoderNames::Experiment => ("fc1", "fc2"),
         };
+        let dense1 = Dense::load(vb.pp(fc1), hidden, inner, Activation::Identity)?;
+        let conv = vb.pp("dwconv").pp("dwconv");
+        let dwconv = if train {
+            MixConv::Train(ConvBn::plain(
+                conv,
+                ConvSpec::depthwise(inner, 3),
+                Activation::Gelu,
+            )?)
+        } else {
+            MixConv::Tokens(DepthwiseConv2d::load(conv, inner, 3, 1)?.with_activation(Activation::Gelu))
+        };
         Ok(MixFfn {
-            dense1: Dense::load(vb.pp(fc1), hidden, inner, Activation::Identity)?,
-            dwconv: DepthwiseConv2d::load(vb.pp("dwconv").pp("dwconv"), inner, 3, 1)?
-                .with_activation(Activation::Gelu),
+            dense1,
+            dwconv,
             dense2: Dense::load(vb.pp(fc2), inner, hidden, Activation::Identity)?,
         })
     }
 
     fn forward(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-        let x = self.dwconv.forward_tokens(&self.dense1.forward(x)?, h, w)?;
+        let x = self.dense1.forward(x)?;
+        let x = match &self.dwconv {
+            MixConv::Tokens(conv) => conv.forward_tokens(&x, h, w)?,
+            MixConv::Train(conv) => {
+                let (b, n, c) = x.dims3()?;
+                let map = x.transpose(1, 2)?.reshape((b, c, h, w))?;
+                conv.forward(&map)?
+                    .reshape((b, c, n))?
+                    .transpose(1, 2)?
+                    .contiguous()?
+            }
+        };
         self.dense2.forward(&x)
     }
 }
 
 struct Layer {
-    layer_norm_1: LayerNorm,
+    layer_norm_1: Norm,
     attention: EfficientSelfAttention,
-    layer_norm_2: LayerNorm,
+    layer_norm_2: Norm,
     mlp: MixFfn,
+    /// Stochastic depth on both residual branches (train mode with a rate above 0).
+    drop_path: Option<DropPath>,
 }
 
 impl Layer {
     fn forward(&self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-        let x = (self.attention.forward(&self.layer_norm_1.forward(x)?, h, w)? + x)?;
-        self.mlp.forward(&self.layer_norm_2.forward(&x)?, h, w)? + x
+        let branch = |y: Tensor| match &self.drop_path {
+            Some(drop) => drop.forward(&y),
+            None => Ok(y),
+        };
+        let x = (branch(self.attention.forward(&self.layer_norm_1.forward(x)?, h, w)?)? + x)?;
+        branch(self.mlp.forward(&self.layer_norm_2.forward(&x)?, h, w)?)? + x
     }
 }
 
 struct Stage {
     embeddings: OverlapPatchEmbeddings,
     layers: Vec<Layer>,
-    norm: LayerNorm,
+    norm: Norm,
 }
 
 /// The MiT encoder: four stages, each returning a (B, C, H, W) map.
@@ -336,65 +463,83 @@ impl Encoder {
     /// `MixVisionTransformerEncoder`), sized by `cfg`'s encoder fields.
     pub fn load(vb: VarBuilder, cfg: &SegformerConfig, names: EncoderNames) -> Result<Self> {
         let eps = names.block_eps();
-        let mut stages = Vec::with_capacity(cfg.num_encoder_blocks);
+        let stage_names = |i: usize| match names {
+            EncoderNames::Transformers => (
+                vb.pp("block").pp(i),
+                ["layer_norm_1", "attention", "layer_norm_2"],
+                vb.pp("patch_embeddings").pp(i),
+                "layer_norm",
+                vb.pp("layer_norm").pp(i),
+            ),
+            EncoderNames::Experiment => (
+                vb.pp(format!("block{}", i + 1)),
+                ["norm1", "attn", "norm2"],
+                vb.pp(format!("patch_embed{}", i + 1)),
+                "norm",
+                vb.pp(format!("norm{}", i + 1)),
+            ),
+        };
+        // Every patch embedding first, as both state dicts order them.
+        let mut embeddings = Vec::with_capacity(cfg.num_encoder_blocks);
         for i in 0..cfg.num_encoder_blocks {
             let c_in = if i == 0 {
                 cfg.num_channels
             } else {
                 cfg.hidden_sizes[i - 1]
             };
+            let (_, _, vb, norm_name, _) = stage_names(i);
+            embeddings.push(OverlapPatchEmbeddings::load(
+                vb,
+                cfg.patch_sizes[i],
+                cfg.strides[i],
+                c_in,
+                cfg.hidden_sizes[i],
+                norm_name,
+            )?);
+        }
+        let drop_rates = names.drop_path_rates(cfg.depths.iter().sum());
+        let train = embeddings[0].proj.is_trainable();
+        let mut stages = Vec::with_capacity(cfg.num_encoder_blocks);
+        let mut block_index = 0;
+        for (i, embeddings) in embeddings.into_iter().enumerate() {
             let hidden = cfg.hidden_sizes[i];
-            let (block, norm_1, attention, norm_2, embeddings, embedding_norm, stage_norm) = match names {
-                EncoderNames::Transformers => (
-                    vb.pp("block").pp(i),
-                    "layer_norm_1",
-                    "attention",
-                    "layer_norm_2",
-                    vb.pp("patch_embeddings").pp(i),
-                    "layer_norm",
-                    vb.pp("layer_norm").pp(i),
-                ),
-                EncoderNames::Experiment => (
-                    vb.pp(format!("block{}", i + 1)),
-                    "norm1",
-                    "attn",
-                    "norm2",
-                    vb.pp(format!("patch_embed{}", i + 1)),
-                    "norm",
-                    vb.pp(format!("norm{}", i + 1)),
-                ),
-            };
-            let layers = (0..cfg.depths[i])
-                .map(|j| {
-                    let vb = block.pp(j);
-                    Ok(Layer {
-                        layer_norm_1: layer_norm(hidden, eps, vb.pp(norm_1))?,
-                        attention: EfficientSelfAttention::load(
-                            vb.pp(attention),
-                            hidden,
-                            cfg.num_attention_heads[i],
-                            cfg.sr_ratios[i],
-                            names,
-                        )?,
-                        layer_norm_2: layer_norm(hidden, eps, vb.pp(norm_2))?,
-                        mlp: MixFfn::load(vb.pp("mlp"), hidden, cfg.mlp_ratios[i], names)?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let (block, [norm_1, attention, norm_2], _, _, stage_norm) = stage_names(i);
+            let mut layers = Vec::with_capacity(cfg.depths[i]);
+            for j in 0..cfg.depths[i] {
+                let vb = block.pp(j);
+                let rate = drop_rates[block_index];
+                layers.push(Layer {
+                    layer_norm_1: norm(hidden, eps, vb.pp(norm_1))?,
+                    attention: EfficientSelfAttention::load(
+                        vb.pp(attention),
+                        hidden,
+                        cfg.num_attention_heads[i],
+                        cfg.sr_ratios[i],
+                        names,
+                    )?,
+                    layer_norm_2: norm(hidden, eps, vb.pp(norm_2))?,
+                    mlp: MixFfn::load(vb.pp("mlp"), hidden, cfg.mlp_ratios[i], names, train)?,
+                    drop_path: (train && rate > 0.0).then(|| DropPath::new(rate, block_index as u64)),
+                });
+                block_index += 1;
+            }
             stages.push(Stage {
-                embeddings: OverlapPatchEmbeddings::load(
-                    embeddings,
-                    cfg.patch_sizes[i],
-                    cfg.strides[i],
-                    c_in,
-                    hidden,
-                    embedding_norm,
-                )?,
+                embeddings,
                 layers,
-                norm: layer_norm(hidden, eps, stage_norm)?,
+                norm: norm(hidden, eps, stage_norm)?,
             });
         }
         Ok(Encoder { stages })
+    }
+
+    /// Train mode: the run's seed and the optimizer step the next forward belongs to (keys
+    /// the stochastic-depth draws).
+    pub fn set_iteration(&self, seed: u64, iteration: u64) {
+        for layer in self.stages.iter().flat_map(|s| &s.layers) {
+            if let Some(drop) = &layer.drop_path {
+                drop.set_iteration(seed, iteration);
+            }
+        }
     }
 
     /// The four stage maps, shallowest first.

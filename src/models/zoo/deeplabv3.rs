@@ -47,6 +47,8 @@ impl Aspp {
                 Branch::Dense(conv_bn_relu(vb.pp(i), spec)?)
             })
         };
+        // The image-pooling branch first: state dict order.
+        let pooling = conv_bn_relu(vb.pp(0).pp(1), ConvSpec::same(c_in, c_out, 1))?;
         let mut branches = vec![branch(1, ConvSpec::same(c_in, c_out, 1))?];
         for (i, &rate) in rates.iter().enumerate() {
             branches.push(branch(
@@ -55,7 +57,7 @@ impl Aspp {
             )?);
         }
         Ok(Aspp {
-            pooling: conv_bn_relu(vb.pp(0).pp(1), ConvSpec::same(c_in, c_out, 1))?,
+            pooling,
             branches,
             align_corners,
         })

@@ -9,11 +9,11 @@
 mod deeplabv3;
 mod deeplabv3plus;
 mod efficientnet;
-mod layers;
+pub(crate) mod layers;
 mod pspnet;
 mod resnet;
 mod segformer_head;
-mod trainable;
+pub(crate) mod trainable;
 mod unet;
 mod upernet;
 
@@ -468,6 +468,9 @@ impl Segmentor {
 
     /// Train mode: the optimizer step the next forward belongs to (keys its random draws).
     pub fn set_iteration(&self, iteration: u64) {
+        if let Backbone::Mit(encoder) = &self.backbone {
+            encoder.set_iteration(self.config.seed, iteration);
+        }
         self.head.set_iteration(iteration);
         self.aux.1.set_iteration(iteration);
     }

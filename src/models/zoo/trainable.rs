@@ -132,22 +132,66 @@ impl Dropout2d {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, _, _) = x.dims4()?;
-        let keep = 1.0 - self.p;
-        let mut key = [0u8; 32];
-        key[..8].copy_from_slice(&self.seed.to_le_bytes());
-        key[8..16].copy_from_slice(&self.iteration.load(Ordering::Relaxed).to_le_bytes());
-        let mut rng = StdRng::from_seed(key);
-        let mask: Vec<f32> = (0..n * c)
-            .map(|_| {
-                if keep > 0.0 && rng.random::<f64>() < keep {
-                    (1.0 / keep) as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (n, c, 1, 1), x.device())?.to_dtype(x.dtype())?;
-        x.broadcast_mul(&mask)
+        let mut rng = keyed_rng(self.seed, 0, self.iteration.load(Ordering::Relaxed));
+        keep_mask(x, self.p, (n, c, 1, 1), &mut rng)
+    }
+}
+
+/// A generator keyed by the whole (seed, stream, iteration) tuple.
+fn keyed_rng(seed: u64, stream: u64, iteration: u64) -> StdRng {
+    let mut key = [0u8; 32];
+    for (i, word) in [seed, stream, iteration].into_iter().enumerate() {
+        key[i * 8..(i + 1) * 8].copy_from_slice(&word.to_le_bytes());
+    }
+    StdRng::from_seed(key)
+}
+
+/// `x` times a mask of `shape` (broadcast over the rest): 0 with probability p, else
+/// 1 / (1 - p).
+fn keep_mask(x: &Tensor, p: f64, shape: impl Into<candle_core::Shape>, rng: &mut StdRng) -> Result<Tensor> {
+    let shape = shape.into();
+    let keep = 1.0 - p;
+    let mask: Vec<f32> = (0..shape.elem_count())
+        .map(|_| {
+            if keep > 0.0 && rng.random::<f64>() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, shape, x.device())?.to_dtype(x.dtype())?;
+    x.broadcast_mul(&mask)
+}
+
+/// timm's `DropPath(p)` (stochastic depth) in train mode on tokens (B, N, C): whole samples
+/// of a residual branch dropped with probability p, the rest scaled by 1 / (1 - p). Keyed
+/// by (seed, block, iteration) like `Dropout2d`.
+pub struct DropPath {
+    p: f64,
+    block: u64,
+    key: std::sync::Mutex<(u64, u64)>,
+}
+
+impl DropPath {
+    pub fn new(p: f64, block: u64) -> Self {
+        DropPath {
+            p,
+            block,
+            key: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// The run's seed and the optimizer step the next forward belongs to.
+    pub fn set_iteration(&self, seed: u64, iteration: u64) {
+        *self.key.lock().expect("no panic while holding the lock") = (seed, iteration);
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (seed, iteration) = *self.key.lock().expect("no panic while holding the lock");
+        let mut rng = keyed_rng(seed, 1 + self.block, iteration);
+        let (b, _, _) = x.dims3()?;
+        keep_mask(x, self.p, (b, 1, 1), &mut rng)
     }
 }
 

@@ -27,6 +27,8 @@ impl UperNet {
         align_corners: bool,
     ) -> Result<Self> {
         let (&deepest, shallow) = channels.split_last().expect("UPerNet needs at least one map");
+        // Created in state dict order: the pyramid pooling first.
+        let pyramid = PyramidPooling::load(&vb, deepest, c_out, bins, align_corners)?;
         let laterals = shallow
             .iter()
             .enumerate()
@@ -36,7 +38,7 @@ impl UperNet {
             .map(|i| conv_bn_relu(vb.pp("fpn_convs").pp(i), ConvSpec::same(c_out, c_out, 3)))
             .collect::<Result<Vec<_>>>()?;
         Ok(UperNet {
-            pyramid: PyramidPooling::load(&vb, deepest, c_out, bins, align_corners)?,
+            pyramid,
             laterals,
             fpn_convs,
             fpn_bottleneck: conv_bn_relu(

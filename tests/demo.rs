@@ -1,14 +1,46 @@
-//! The embedded default: on labels drawn from the maps themselves, RMA must beat argmax on
-//! the per-image Dice it optimises, and the table must hold every method.
+//! The embedded default: a small training run on synthetic data evaluated with argmax and
+//! rankseg_rma; and `--probs`: on labels drawn from the maps themselves, RMA must beat
+//! argmax on the per-image Dice it optimises, and the table must hold every method.
 
 use assert_cmd::Command;
+
+/// A shortened training demo: two epochs of two batches, then both evaluations and the
+/// table with its interval.
+#[test]
+fn training_demo_trains_evaluates_and_tabulates() {
+    let tmp = tempfile::tempdir().unwrap();
+    Command::cargo_bin("rankseg")
+        .unwrap()
+        .args(["demo", "--images", "16", "--size", "32", "--epochs", "2", "--out"])
+        .arg(tmp.path())
+        .assert()
+        .success();
+    let run = tmp.path().join("run");
+    let log = std::fs::read_to_string(run.join("train_log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 1 + 4, "{log}");
+    for file in [
+        "checkpoint002.safetensors",
+        "argmax.metrics.json",
+        "rankseg_rma.metrics.json",
+        "train_loss.png",
+    ] {
+        assert!(run.join(file).exists(), "no {file}");
+    }
+    let table = std::fs::read_to_string(tmp.path().join("demo.md")).unwrap();
+    assert!(
+        table.contains("| deeplabv3plus_resnet18d_small | rankseg_rma |"),
+        "{table}"
+    );
+    let deltas = std::fs::read_to_string(tmp.path().join("demo.deltas.csv")).unwrap();
+    assert!(deltas.lines().any(|l| l.contains("rankseg_rma")), "{deltas}");
+}
 
 #[test]
 fn demo_rma_beats_argmax_on_image_dice() {
     let tmp = tempfile::tempdir().unwrap();
     Command::cargo_bin("rankseg")
         .unwrap()
-        .args(["demo", "--images", "16", "--size", "64", "--out"])
+        .args(["demo", "--probs", "--images", "16", "--size", "64", "--out"])
         .arg(tmp.path())
         .assert()
         .success();

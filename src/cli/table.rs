@@ -33,20 +33,27 @@ pub struct TableArgs {
 }
 
 pub fn run(args: TableArgs) -> Result<()> {
-    let results = collect(&args.runs)?;
-    if results.is_empty() {
-        bail!("no finished runs in the given directories");
-    }
     let spec = TableSpec {
         metric: &args.metric,
         baseline: &args.baseline,
         draws: args.draws,
         seed: args.seed,
     };
-    let mut table = build(&results, &spec)?;
-    let stem = match args.out.extension().and_then(|e| e.to_str()) {
-        Some("md" | "csv") => args.out.with_extension(""),
-        _ => args.out.clone(),
+    print!("{}", write_table(&args.runs, &spec, &args.out)?);
+    Ok(())
+}
+
+/// Builds the table of `runs` and writes PATH.md, PATH.csv and PATH.deltas.csv (an .md or
+/// .csv extension of `out` is dropped); returns the table as markdown.
+pub(super) fn write_table(runs: &[PathBuf], spec: &TableSpec, out: &std::path::Path) -> Result<String> {
+    let results = collect(runs)?;
+    if results.is_empty() {
+        bail!("no finished runs in the given directories");
+    }
+    let mut table = build(&results, spec)?;
+    let stem = match out.extension().and_then(|e| e.to_str()) {
+        Some("md" | "csv") => out.with_extension(""),
+        _ => out.to_path_buf(),
     };
     write_csv(&with_suffix(&stem, ".csv"), &mut table.wide)?;
     write_csv(&with_suffix(&stem, ".deltas.csv"), &mut table.deltas)?;
@@ -54,15 +61,14 @@ pub fn run(args: TableArgs) -> Result<()> {
     let text = format!(
         "{} per model and prediction; in brackets the change from {} on the same model and data.\n\n{}\n\
          Paired bootstrap 95% intervals of the changes ({} resamples over images, or cases for CT data):\n\n{}",
-        args.metric,
-        args.baseline,
+        spec.metric,
+        spec.baseline,
         markdown(&table.wide),
-        args.draws,
+        spec.draws,
         markdown(&intervals)
     );
     write_string_atomic(&with_suffix(&stem, ".md"), &text)?;
-    print!("{}", markdown(&table.wide));
-    Ok(())
+    Ok(text)
 }
 
 /// The deltas with each interval as one readable column.

@@ -11,6 +11,7 @@ mod palette;
 pub mod prepare;
 mod probs;
 pub mod resize;
+pub mod synthetic;
 pub mod train;
 pub mod transform;
 

@@ -250,7 +250,7 @@ pub fn target(
         .map(|&l| if l == ignore_index { num_classes as i64 } else { l })
         .collect();
     let labels = Tensor::from_vec(labels, dims, &Device::Cpu)?;
-    Ok(Target::new(&labels, num_classes, DType::F32, &Device::Cpu)?)
+    Target::new(&labels, num_classes, DType::F32, &Device::Cpu)
 }
 
 fn progress_bar(total: u64, done: u64) -> ProgressBar {

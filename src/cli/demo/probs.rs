@@ -1,12 +1,11 @@
-//! `rankseg demo`: the embedded default. A seeded synthetic benchmark whose labels are
-//! drawn from its own probability maps, so the maps are calibrated and the expected-metric
-//! optimum RankSEG targets is the real one; argmax, threshold and RMA are scored on it.
+//! `rankseg demo --probs`: a seeded synthetic benchmark whose labels are drawn from its own
+//! probability maps, so the maps are calibrated and the expected-metric optimum RankSEG
+//! targets is the real one; argmax, threshold and RMA are scored on it.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::metrics::{summarize, ImageCounts, MetricSpec, Prediction as Pred};
@@ -14,21 +13,14 @@ use crate::predict::{predict, Metric, OutputMode, PredictOptions, Prediction, Pr
 use crate::report::Table;
 use crate::synthetic::{sample_labels, softmax_map, MapSpec};
 
-#[derive(Args)]
-pub struct DemoArgs {
-    /// Number of synthetic images.
-    #[arg(long, default_value_t = 48)]
-    images: usize,
-    /// Image side in pixels.
-    #[arg(long, default_value_t = 128)]
-    size: usize,
-    #[arg(long, default_value_t = 21)]
-    classes: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+/// The synthetic probability maps.
+pub struct ProbsSpec {
+    pub images: usize,
+    pub size: usize,
+    pub classes: usize,
+    pub seed: u64,
     /// Where demo.csv and demo.md go.
-    #[arg(long, default_value = "results/demo")]
-    out: PathBuf,
+    pub out: PathBuf,
 }
 
 struct Method {
@@ -69,7 +61,7 @@ fn methods() -> Vec<Method> {
     ]
 }
 
-pub fn run(args: DemoArgs) -> Result<()> {
+pub fn run(args: ProbsSpec) -> Result<()> {
     anyhow::ensure!(
         args.images > 0 && args.size > 1 && args.classes > 1,
         "demo needs images >= 1, size >= 2, classes >= 2"

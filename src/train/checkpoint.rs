@@ -228,3 +228,41 @@ fn read_storage<R: std::io::Read + std::io::Seek>(
         &Device::Cpu,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// main.py's format with a real AdamW state (scripts/make_resume_fixture.py): the
+    /// epoch, the scheduler's step and every per-parameter tensor come back.
+    #[test]
+    fn reads_the_experiments_pth_resume_state() -> Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/train_resume");
+        let resume = read_resume(&dir.join("adamw_epoch3.pth"))?.expect("a resumable checkpoint");
+        let expected =
+            candle_core::safetensors::load(dir.join("adamw_epoch3.expected.safetensors"), &Device::Cpu)?;
+        let scalar = |k: &str| expected[k].to_dtype(DType::I64)?.to_scalar::<i64>();
+        assert_eq!(
+            resume.progress,
+            Progress {
+                epoch: scalar("epoch")? as u64,
+                last_epoch: scalar("last_epoch")? as u64,
+            }
+        );
+        assert_eq!(resume.optimizer.len() + 2, expected.len());
+        for (name, tensor) in &resume.optimizer {
+            let want = expected[name]
+                .flatten_all()?
+                .to_dtype(DType::F64)?
+                .to_vec1::<f64>()?;
+            assert_eq!(
+                tensor.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+                want,
+                "{name}"
+            );
+        }
+        // A bare state dict has nothing to resume.
+        assert!(read_resume(&dir.join("adamw_epoch3.expected.safetensors"))?.is_none());
+        Ok(())
+    }
+}

@@ -114,7 +114,7 @@ pub fn run(demo: TrainDemo) -> Result<()> {
         draws: 2000,
         seed: demo.seed,
     };
-    let text = write_table(&[run_dir.clone()], &spec, &out.join("demo"))?;
+    let text = write_table(std::slice::from_ref(&run_dir), &spec, &out.join("demo"))?;
     println!(
         "{} training steps ({} validation images).\n\n{text}\nwritten: {}/demo.md, demo.csv, demo.deltas.csv; the run (train_log.csv, train_loss.png, checkpoint, metrics) in {}",
         trained.steps,

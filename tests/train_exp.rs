@@ -203,7 +203,9 @@ fn order_noise(name: &str) -> (Vec<f64>, f64) {
     )
 }
 
-/// One fixture case; the tolerances are floors under twice the measured order noise.
+/// One fixture case; the tolerances are floors under twice the measured order noise (the
+/// weight floor, 3e-5 of max(1, |w|), is float32 rounding: our convolutions and BatchNorm
+/// sums run in other orders than torch's).
 fn check_case(loss: &str, optim: &str, loss_floor: f64, weight_floor: f64) {
     let tmp = tempfile::tempdir().unwrap();
     let init = write_init(tmp.path());
@@ -268,12 +270,12 @@ fn check_case(loss: &str, optim: &str, loss_floor: f64, weight_floor: f64) {
 
 #[test]
 fn sgd_ce_matches_the_experiment() {
-    check_case("ce", "sgd_lr1e-2", 1e-6, 1e-5);
+    check_case("ce", "sgd_lr1e-2", 1e-6, 3e-5);
 }
 
 #[test]
 fn sgd_jdt_dice_matches_the_experiment() {
-    check_case("dice_ic_present_all", "sgd_lr1e-2", 1e-6, 1e-5);
+    check_case("dice_ic_present_all", "sgd_lr1e-2", 1e-6, 3e-5);
 }
 
 #[test]

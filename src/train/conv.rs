@@ -58,12 +58,35 @@ impl Dims {
     }
 }
 
-/// For output index `o` and tap `t` along one axis, the input index (None: padding).
+/// The output indices along one axis whose tap `t` reads inside the input (0..len):
+/// input index o * stride + t * dilation - padding.
+fn valid(t: usize, g: Geometry, len: usize, out_len: usize) -> (usize, usize) {
+    let offset = t * g.dilation;
+    let lo = g.padding.saturating_sub(offset).div_ceil(g.stride);
+    let hi = (len + g.padding).saturating_sub(offset).div_ceil(g.stride);
+    (lo.min(out_len), hi.min(out_len))
+}
+
+/// Where tap (ti, tj) reads, as runs along the output rows: `f(out, inp, len)` for outputs
+/// out..out + len reading inputs inp, inp + stride, ... (row-major planes).
 #[inline]
-fn source(o: usize, t: usize, g: Geometry, len: usize) -> Option<usize> {
-    (o * g.stride + t * g.dilation)
-        .checked_sub(g.padding)
-        .filter(|&i| i < len)
+fn tap_runs(d: &Dims, g: Geometry, (ti, tj): (usize, usize), mut f: impl FnMut(usize, usize, usize)) {
+    let (y0, y1) = valid(ti, g, d.h, d.oh);
+    let (x0, x1) = valid(tj, g, d.w, d.ow);
+    if x0 >= x1 {
+        return;
+    }
+    let ix = x0 * g.stride + tj * g.dilation - g.padding;
+    for oy in y0..y1 {
+        let iy = oy * g.stride + ti * g.dilation - g.padding;
+        f(oy * d.ow + x0, iy * d.w + ix, x1 - x0);
+    }
+}
+
+/// The `len` inputs a run reads, `stride` apart.
+#[inline]
+fn strided<T: Copy>(src: &[T], start: usize, len: usize, stride: usize) -> impl Iterator<Item = T> + '_ {
+    src[start..].iter().step_by(stride).take(len).copied()
 }
 
 /// One image's (taps x pixels) column matrix.
@@ -73,17 +96,16 @@ fn im2col<T: Real>(x: &[T], d: &Dims, g: Geometry) -> Vec<T> {
     cols.par_chunks_mut(k * k * p).enumerate().for_each(|(c, rows)| {
         let plane = &x[c * d.h * d.w..][..d.h * d.w];
         for (t, row) in rows.chunks_mut(p).enumerate() {
-            let (ti, tj) = (t / k, t % k);
-            for oy in 0..d.oh {
-                let Some(iy) = source(oy, ti, g, d.h) else {
-                    continue;
-                };
-                for ox in 0..d.ow {
-                    if let Some(ix) = source(ox, tj, g, d.w) {
-                        row[oy * d.ow + ox] = plane[iy * d.w + ix];
-                    }
+            tap_runs(d, g, (t / k, t % k), |o, i, len| {
+                let dst = &mut row[o..o + len];
+                if g.stride == 1 {
+                    dst.copy_from_slice(&plane[i..i + len]);
+                } else {
+                    dst.iter_mut()
+                        .zip(strided(plane, i, len, g.stride))
+                        .for_each(|(v, s)| *v = s);
                 }
-            }
+            });
         }
     });
     cols
@@ -94,19 +116,28 @@ fn col2im<T: Real>(cols: &[T], d: &Dims, g: Geometry, dx: &mut [T]) {
     let (k, p) = (d.k, d.pixels());
     dx.par_chunks_mut(d.h * d.w).enumerate().for_each(|(c, plane)| {
         for (t, row) in cols[c * k * k * p..][..k * k * p].chunks(p).enumerate() {
-            let (ti, tj) = (t / k, t % k);
-            for oy in 0..d.oh {
-                let Some(iy) = source(oy, ti, g, d.h) else {
-                    continue;
-                };
-                for ox in 0..d.ow {
-                    if let Some(ix) = source(ox, tj, g, d.w) {
-                        plane[iy * d.w + ix] += row[oy * d.ow + ox];
-                    }
-                }
-            }
+            tap_runs(d, g, (t / k, t % k), |o, i, len| {
+                scatter_add(plane, i, g.stride, &row[o..o + len], T::one())
+            });
         }
     });
+}
+
+/// dst[start + j * stride] += scale * src[j].
+#[inline]
+fn scatter_add<T: Real>(dst: &mut [T], start: usize, stride: usize, src: &[T], scale: T) {
+    if stride == 1 {
+        dst[start..start + src.len()]
+            .iter_mut()
+            .zip(src)
+            .for_each(|(v, &s)| *v += scale * s);
+    } else {
+        dst[start..]
+            .iter_mut()
+            .step_by(stride)
+            .zip(src)
+            .for_each(|(v, &s)| *v += scale * s);
+    }
 }
 
 /// dst (m x n, row-major) = [dst +] lhs (m x k) rhs (k x n), each operand given by its
@@ -183,29 +214,27 @@ fn depthwise_forward<T: Real>(x: &[T], w: &[T], d: &Dims, g: Geometry) -> Vec<T>
     let (k, hw) = (d.k, d.h * d.w);
     depthwise_planes(d, d.pixels(), |b, c, out| {
         let plane = &x[(b * d.c_in + c) * hw..][..hw];
-        let taps = &w[c * k * k..][..k * k];
-        for ti in 0..k {
-            for tj in 0..k {
-                let wt = taps[ti * k + tj];
-                for oy in 0..d.oh {
-                    let Some(iy) = source(oy, ti, g, d.h) else {
-                        continue;
-                    };
-                    for ox in 0..d.ow {
-                        if let Some(ix) = source(ox, tj, g, d.w) {
-                            out[oy * d.ow + ox] += wt * plane[iy * d.w + ix];
-                        }
-                    }
+        for (t, &wt) in w[c * k * k..][..k * k].iter().enumerate() {
+            tap_runs(d, g, (t / k, t % k), |o, i, len| {
+                let dst = &mut out[o..o + len];
+                if g.stride == 1 {
+                    dst.iter_mut()
+                        .zip(&plane[i..i + len])
+                        .for_each(|(v, &s)| *v += wt * s);
+                } else {
+                    dst.iter_mut()
+                        .zip(strided(plane, i, len, g.stride))
+                        .for_each(|(v, s)| *v += wt * s);
                 }
-            }
+            });
         }
     })
 }
 
 /// Forward: (x, weight) -> y, with both grads in `bwd`.
-struct Conv2d {
-    geometry: Geometry,
-    depthwise: bool,
+pub(crate) struct Conv2d {
+    pub(crate) geometry: Geometry,
+    pub(crate) depthwise: bool,
 }
 
 impl Kernel2 for Conv2d {
@@ -279,21 +308,10 @@ impl Kernel2 for InputGrad {
             let k = d.k;
             depthwise_planes(&d, hw, |b, c, dx| {
                 let gp = &grad[(b * d.c_in + c) * p..][..p];
-                let taps = &w[c * k * k..][..k * k];
-                for ti in 0..k {
-                    for tj in 0..k {
-                        let wt = taps[ti * k + tj];
-                        for oy in 0..d.oh {
-                            let Some(iy) = source(oy, ti, g, d.h) else {
-                                continue;
-                            };
-                            for ox in 0..d.ow {
-                                if let Some(ix) = source(ox, tj, g, d.w) {
-                                    dx[iy * d.w + ix] += wt * gp[oy * d.ow + ox];
-                                }
-                            }
-                        }
-                    }
+                for (t, &wt) in w[c * k * k..][..k * k].iter().enumerate() {
+                    tap_runs(&d, g, (t / k, t % k), |o, i, len| {
+                        scatter_add(dx, i, g.stride, &gp[o..o + len], wt)
+                    });
                 }
             })
         } else {
@@ -335,21 +353,21 @@ impl Kernel2 for WeightGrad {
                 for b in 0..d.b {
                     let plane = &x[(b * d.c_in + c) * hw..][..hw];
                     let gp = &grad[(b * d.c_in + c) * p..][..p];
-                    for ti in 0..k {
-                        for tj in 0..k {
-                            let mut sum = T::zero();
-                            for oy in 0..d.oh {
-                                let Some(iy) = source(oy, ti, g, d.h) else {
-                                    continue;
-                                };
-                                for ox in 0..d.ow {
-                                    if let Some(ix) = source(ox, tj, g, d.w) {
-                                        sum += gp[oy * d.ow + ox] * plane[iy * d.w + ix];
-                                    }
-                                }
-                            }
-                            taps[ti * k + tj] += sum;
-                        }
+                    for (t, tap) in taps.iter_mut().enumerate() {
+                        let mut sum = T::zero();
+                        tap_runs(&d, g, (t / k, t % k), |o, i, len| {
+                            let gs = &gp[o..o + len];
+                            sum += if g.stride == 1 {
+                                gs.iter()
+                                    .zip(&plane[i..i + len])
+                                    .fold(T::zero(), |acc, (&gv, &xv)| acc + gv * xv)
+                            } else {
+                                gs.iter()
+                                    .zip(strided(plane, i, len, g.stride))
+                                    .fold(T::zero(), |acc, (&gv, xv)| acc + gv * xv)
+                            };
+                        });
+                        *tap += sum;
                     }
                 }
             });

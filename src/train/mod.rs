@@ -20,6 +20,7 @@
 pub mod batch_norm;
 pub mod checkpoint;
 pub mod conv;
+pub mod conv_bn;
 pub mod from_config;
 pub mod gradcheck;
 pub(crate) mod kernel;
@@ -28,6 +29,7 @@ pub mod loss;
 pub mod norm;
 pub mod optim;
 pub mod pool;
+pub mod residual;
 pub mod schedule;
 pub mod softmax;
 pub mod store;

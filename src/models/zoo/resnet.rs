@@ -10,6 +10,8 @@ use candle_nn::VarBuilder;
 use super::layers::{
     avg_pool_2x2_ceil, avg_pool_2x2_same, max_pool_3x3_s2_after_relu, Act, ConvBn, ConvSpec,
 };
+use super::trainable::training;
+use crate::train::residual::add_relu;
 
 /// Basic (two 3x3) or bottleneck (1x1, 3x3, 1x1, expansion 4) blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +68,9 @@ impl Block {
             }
             None => x.clone(),
         };
+        if training(&y) {
+            return add_relu(&y, &identity);
+        }
         (y + identity)?.relu()
     }
 }

@@ -12,8 +12,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::layers::{Act, ConvSpec};
-use crate::train::batch_norm::{batch_norm2d_train, BatchNormStats, EPS, MOMENTUM};
+use crate::train::batch_norm::{batch_norm2d_relu_train, batch_norm2d_train, BatchNormStats, EPS, MOMENTUM};
 use crate::train::conv::conv2d;
+use crate::train::conv_bn::conv_bn_train;
 
 /// `nn.BatchNorm2d` in train mode with its buffers as tensors shared with the store.
 struct TrainBatchNorm {
@@ -41,13 +42,15 @@ impl TrainBatchNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `norm(&mut stats)` runs the layer on its running statistics; they are written back
+    /// into the store's tensors afterwards.
+    fn with_stats(&self, norm: impl FnOnce(&mut BatchNormStats) -> Result<Tensor>) -> Result<Tensor> {
         let mut stats = BatchNormStats {
             running_mean: self.running_mean.clone(),
             running_var: self.running_var.clone(),
             num_batches_tracked: 0,
         };
-        let y = batch_norm2d_train(x, Some(&self.weight), Some(&self.bias), &mut stats, MOMENTUM, EPS)?;
+        let y = norm(&mut stats)?;
         self.running_mean.slice_set(&stats.running_mean, 0, 0)?;
         self.running_var.slice_set(&stats.running_var, 0, 0)?;
         let counted = self.num_batches_tracked.reshape(1)?;
@@ -96,12 +99,41 @@ impl TrainConv {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = conv2d(x, &self.weight, self.spec.geometry, self.spec.depthwise)?;
+        let (geometry, depthwise) = (self.spec.geometry, self.spec.depthwise);
+        let relu = self.act == Act::Relu;
+        if let (Some(norm), None) = (&self.norm, &self.bias) {
+            // One op for conv, BatchNorm and a ReLU (the experiment's convolutions before a
+            // BatchNorm have no bias).
+            let y = norm.with_stats(|stats| {
+                let affine = (&norm.weight, &norm.bias);
+                conv_bn_train(
+                    x,
+                    &self.weight,
+                    (geometry, depthwise),
+                    affine,
+                    relu,
+                    stats,
+                    MOMENTUM,
+                    EPS,
+                )
+            })?;
+            return if relu { Ok(y) } else { self.act.tensor(&y) };
+        }
+        let mut y = conv2d(x, &self.weight, geometry, depthwise)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(&bias.reshape((1, self.spec.c_out, 1, 1))?)?;
         }
         if let Some(norm) = &self.norm {
-            y = norm.forward(&y)?;
+            let train = if relu {
+                batch_norm2d_relu_train
+            } else {
+                batch_norm2d_train
+            };
+            y = norm
+                .with_stats(|stats| train(&y, Some(&norm.weight), Some(&norm.bias), stats, MOMENTUM, EPS))?;
+            if relu {
+                return Ok(y);
+            }
         }
         self.act.tensor(&y)
     }

@@ -27,6 +27,7 @@ pub mod ce;
 pub mod dice;
 pub mod jdt;
 pub mod lovasz;
+mod nll;
 pub mod spec;
 pub mod target;
 

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, D};
 /// classes `0..C`, and `C` (its `ignore_index` 255 mapped to `num_classes` after the
 /// transforms) for ignored pixels.
 pub struct Target {
-    labels: Vec<u32>,
+    labels: std::sync::Arc<Vec<u32>>,
     dims: (usize, usize, usize),
     num_classes: usize,
     /// (B, C, H, W): one-hot of the labels, all-zero rows at ignored pixels; as JDTLoss builds
@@ -55,7 +55,7 @@ impl Target {
         let n_kept = kept_idx.len();
         let kept = Tensor::from_vec(kept_idx, n_kept, device)?;
         Ok(Self {
-            labels: out,
+            labels: std::sync::Arc::new(out),
             dims: (b, h, w),
             num_classes,
             onehot,
@@ -63,6 +63,11 @@ impl Target {
             kept,
             n_kept,
         })
+    }
+
+    /// The labels, shared (ops that keep them for their backward).
+    pub fn shared_labels(&self) -> std::sync::Arc<Vec<u32>> {
+        self.labels.clone()
     }
 
     pub fn labels(&self) -> &[u32] {
@@ -157,6 +162,9 @@ pub fn softmax_classes(x: &Tensor) -> candle_core::Result<Tensor> {
 /// Per-pixel cross-entropy, (B, H, W): -log p(label), 0 at ignored pixels (their one-hot row
 /// is zero), as `nn.CrossEntropyLoss(reduction="none", ignore_index=C)`.
 pub fn pixel_nll(logits: &Tensor, target: &Target) -> candle_core::Result<Tensor> {
+    if logits.device().is_cpu() {
+        return super::nll::pixel_nll(logits, target.shared_labels());
+    }
     let logp = log_softmax_classes(logits)?;
     (logp * target.onehot())?.sum(1)?.neg()
 }

@@ -248,11 +248,14 @@ impl BatchNorm {
             .enumerate()
             .for_each(|(plane, (dst, src))| {
                 let ch = plane % c;
-                let (m, s) = (self.mean[ch], self.inv_std[ch] * wide(w[ch]));
-                let shift = wide(b[ch]);
-                let floor = if self.relu { 0.0 } else { f64::NEG_INFINITY };
+                // In the input's precision, as torch: (x - mean) scale + shift.
+                let m: T = lit(self.mean[ch]);
+                let scale: T = lit(self.inv_std[ch] * wide(w[ch]));
+                let shift = b[ch];
+                let floor = if self.relu { T::zero() } else { T::neg_infinity() };
                 for (o, &v) in dst.iter_mut().zip(src) {
-                    *o = lit(((wide(v) - m) * s + shift).max(floor));
+                    let y = (v - m) * scale + shift;
+                    *o = if y > floor { y } else { floor };
                 }
             });
         out
@@ -425,12 +428,18 @@ impl Kernel2 for GradInput {
         let mut out = vec![T::zero(); x.len()];
         out.par_chunks_mut(hw).enumerate().for_each(|(plane, dst)| {
             let ch = plane % c;
-            let (m, s, k) = (self.stats.mean[ch], self.stats.inv_std[ch], self.scale[ch]);
+            let (s, k) = (self.stats.inv_std[ch], self.scale[ch]);
             let (g_mean, gy_mean) = (self.sum_g[ch] / count, self.sum_gy[ch] / count);
+            // dx = k g - k s gy_mean (x - mean) - k g_mean, in the input's precision.
+            let (m, a, b, c0): (T, T, T, T) = (
+                lit(self.stats.mean[ch]),
+                lit(k),
+                lit(-k * s * gy_mean),
+                lit(-k * g_mean),
+            );
             let at = plane * hw;
             for (o, (&xv, &gv)) in dst.iter_mut().zip(x[at..at + hw].iter().zip(&g[at..at + hw])) {
-                let y = (wide(xv) - m) * s;
-                *o = lit(k * (wide(gv) - g_mean - y * gy_mean));
+                *o = a * gv + b * (xv - m) + c0;
             }
         });
         Ok((out, shape.clone()))

@@ -151,6 +151,7 @@ fn matmul<T: Real + 'static>(
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: &[T],
     (rhs_rs, rhs_cs): (usize, usize),
+    threads: gemm::Parallelism,
 ) {
     // Safety: the callers pass buffers of at least the extents these strides address.
     unsafe {
@@ -173,7 +174,7 @@ fn matmul<T: Real + 'static>(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            threads,
         );
     }
 }
@@ -191,13 +192,31 @@ fn columns<'a, T: Real>(image: &'a [T], d: &Dims, g: Geometry) -> std::borrow::C
     }
 }
 
+/// Runs `f(image, chunk, threads)` over `out` cut into one chunk per image: the images in
+/// parallel, each product on one thread, when there are at least as many images as threads
+/// (no synchronisation inside the products); else one image after the other, each product
+/// on every thread.
+fn per_image<T: Send>(out: &mut [T], images: usize, f: impl Fn(usize, &mut [T], gemm::Parallelism) + Sync) {
+    let len = out.len() / images;
+    let threads = rayon::current_num_threads();
+    if images >= threads {
+        out.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, chunk)| f(i, chunk, gemm::Parallelism::None));
+    } else {
+        out.chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, chunk)| f(i, chunk, gemm::Parallelism::Rayon(threads)));
+    }
+}
+
 fn dense_forward<T: Real + 'static>(x: &[T], w: &[T], d: &Dims, g: Geometry) -> Vec<T> {
     let (kk, p) = (d.taps(), d.pixels());
     let mut out = vec![T::zero(); d.b * d.c_out * p];
-    for (image, dst) in out.chunks_mut(d.c_out * p).enumerate() {
+    per_image(&mut out, d.b, |image, dst, threads| {
         let cols = columns(&x[image * d.c_in * d.h * d.w..][..d.c_in * d.h * d.w], d, g);
-        matmul((d.c_out, p, kk), dst, false, w, (kk, 1), &cols, (p, 1));
-    }
+        matmul((d.c_out, p, kk), dst, false, w, (kk, 1), &cols, (p, 1), threads);
+    });
     out
 }
 
@@ -316,17 +335,26 @@ impl Kernel2 for InputGrad {
             })
         } else {
             let mut dx = vec![T::zero(); d.b * d.c_in * hw];
-            let mut cols = vec![T::zero(); kk * p];
-            for (image, dst) in dx.chunks_mut(d.c_in * hw).enumerate() {
+            per_image(&mut dx, d.b, |image, dst, threads| {
                 let gi = &grad[image * d.c_out * p..][..d.c_out * p];
                 // weight^T (taps x c_out) grad (c_out x pixels).
                 if is_pointwise(&d, g) {
-                    matmul((kk, p, d.c_out), dst, false, w, (1, kk), gi, (p, 1));
+                    matmul((kk, p, d.c_out), dst, false, w, (1, kk), gi, (p, 1), threads);
                 } else {
-                    matmul((kk, p, d.c_out), &mut cols, false, w, (1, kk), gi, (p, 1));
+                    let mut cols = vec![T::zero(); kk * p];
+                    matmul(
+                        (kk, p, d.c_out),
+                        &mut cols,
+                        false,
+                        w,
+                        (1, kk),
+                        gi,
+                        (p, 1),
+                        threads,
+                    );
                     col2im(&cols, &d, g, dst);
                 }
-            }
+            });
             dx
         };
         Ok((dx, self.input.clone()))
@@ -373,12 +401,17 @@ impl Kernel2 for WeightGrad {
             });
             dw
         } else {
-            let mut dw = vec![T::zero(); d.c_out * kk];
-            for image in 0..d.b {
+            // One partial weight grad per image, summed in image order.
+            let mut partial = vec![T::zero(); d.b * d.c_out * kk];
+            per_image(&mut partial, d.b, |image, dst, threads| {
                 let cols = columns(&x[image * d.c_in * hw..][..d.c_in * hw], &d, g);
                 let gi = &grad[image * d.c_out * p..][..d.c_out * p];
                 // grad (c_out x pixels) cols^T (pixels x taps).
-                matmul((d.c_out, kk, p), &mut dw, image > 0, gi, (p, 1), &cols, (1, p));
+                matmul((d.c_out, kk, p), dst, false, gi, (p, 1), &cols, (1, p), threads);
+            });
+            let mut dw = partial[..d.c_out * kk].to_vec();
+            for image in partial.chunks(d.c_out * kk).skip(1) {
+                dw.par_iter_mut().zip(image).for_each(|(a, &b)| *a += b);
             }
             dw
         };

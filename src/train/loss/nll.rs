@@ -38,7 +38,7 @@ fn log_normaliser<T: Real>(
         sum.iter_mut()
             .zip(at(k))
             .zip(&max)
-            .for_each(|((s, &v), &m)| *s = *s + (v - m).exp());
+            .for_each(|((s, &v), &m)| *s += (v - m).exp());
     }
     sum.iter_mut().for_each(|s| *s = s.ln());
     (max, sum)

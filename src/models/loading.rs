@@ -48,6 +48,10 @@ pub struct ModelYaml {
     pub bins: Option<Vec<usize>>,
     pub atrous_rates: Option<Vec<usize>>,
     pub shortcut_channels: Option<usize>,
+    /// Ours, not the experiment's: MiT's stochastic-depth rate in training (default 0.1, as
+    /// the experiment hard-codes); 0 makes MiT training deterministic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_path_rate: Option<f64>,
 }
 
 impl ModelYaml {

@@ -31,21 +31,6 @@ pub enum EncoderNames {
 }
 
 impl EncoderNames {
-    /// Each block's stochastic-depth rate in train mode: the experiment builds its MiT with
-    /// `drop_path_rate=0.1`, spread as `torch.linspace(0, 0.1, blocks)` (float32); the
-    /// transformers model is only evaluated.
-    fn drop_path_rates(self, blocks: usize) -> Vec<f64> {
-        match self {
-            EncoderNames::Transformers => vec![0.0; blocks],
-            EncoderNames::Experiment => (0..blocks)
-                .map(|k| {
-                    let step = 0.1f32 / (blocks.max(2) - 1) as f32;
-                    f64::from(step * k as f32)
-                })
-                .collect(),
-        }
-    }
-
     /// The eps of the block norms and the per-stage output norms.
     fn block_eps(self) -> f64 {
         match self {
@@ -55,6 +40,13 @@ impl EncoderNames {
     }
 }
 
+/// Each of `blocks` blocks' stochastic-depth rate in train mode, `torch.linspace(0, rate,
+/// blocks)` in float32 as the experiment's MiT spreads its `drop_path_rate`.
+fn drop_path_rates(rate: f64, blocks: usize) -> Vec<f64> {
+    let step = rate as f32 / (blocks.max(2) - 1) as f32;
+    (0..blocks).map(|k| f64::from(step * k as f32)).collect()
+}
+
 /// The fields of a SegFormer `config.json` the forward pass needs. transformers writes
 /// only the values that differ from its defaults, so every default here is transformers'
 /// (those of nvidia/mit-b0).
@@ -62,6 +54,9 @@ impl EncoderNames {
 pub struct SegformerConfig {
     #[serde(default = "defaults::three")]
     pub num_channels: usize,
+    /// Stochastic depth in train mode (transformers' and the experiment's MiT: 0.1).
+    #[serde(default = "defaults::drop_path_rate")]
+    pub drop_path_rate: f64,
     #[serde(default = "defaults::four")]
     pub num_encoder_blocks: usize,
     #[serde(default = "defaults::depths")]
@@ -87,6 +82,9 @@ pub struct SegformerConfig {
 }
 
 mod defaults {
+    pub fn drop_path_rate() -> f64 {
+        0.1
+    }
     pub fn three() -> usize {
         3
     }
@@ -497,7 +495,7 @@ impl Encoder {
                 norm_name,
             )?);
         }
-        let drop_rates = names.drop_path_rates(cfg.depths.iter().sum());
+        let drop_rates = drop_path_rates(cfg.drop_path_rate, cfg.depths.iter().sum());
         let train = embeddings[0].proj.is_trainable();
         let mut stages = Vec::with_capacity(cfg.num_encoder_blocks);
         let mut block_index = 0;

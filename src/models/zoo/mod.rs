@@ -54,7 +54,10 @@ pub struct SegmentorConfig {
     /// The yaml's `dropout` and `aux`: only training reads them.
     pub dropout: Option<f64>,
     pub aux: Option<bool>,
-    /// Seeds train-time randomness (the Dropout2d masks).
+    /// MiT's stochastic depth in train mode: the yaml's `drop_path_rate` (an extension of
+    /// ours, e.g. 0 for deterministic parity runs), else the experiment's 0.1.
+    pub drop_path_rate: f64,
+    /// Seeds train-time randomness (the Dropout2d and DropPath masks).
     pub seed: u64,
 }
 
@@ -95,6 +98,9 @@ const UNSUPPORTED_BACKBONES: [&str; 3] = [
     "swin_large_patch4_window12_384.ms_in22k",
 ];
 
+/// The experiment's MiT encoders (`mix_transformer_encoders`) train with stochastic depth 0.1.
+const MIT_DROP_PATH_RATE: f64 = 0.1;
+
 fn mit_config(name: &str) -> Option<SegformerConfig> {
     let (hidden_sizes, depths) = match name {
         "mit_b0" => (vec![32, 64, 160, 256], vec![2, 2, 2, 2]),
@@ -107,6 +113,7 @@ fn mit_config(name: &str) -> Option<SegformerConfig> {
     };
     Some(SegformerConfig {
         num_channels: 3,
+        drop_path_rate: MIT_DROP_PATH_RATE,
         num_encoder_blocks: 4,
         depths,
         sr_ratios: vec![8, 4, 2, 1],
@@ -270,6 +277,7 @@ impl SegmentorConfig {
             crop_size,
             dropout: model.dropout,
             aux: model.aux,
+            drop_path_rate: model.drop_path_rate.unwrap_or(MIT_DROP_PATH_RATE),
             seed: 0,
         })
     }
@@ -298,7 +306,8 @@ impl Backbone {
         let input = cfg.in_channels;
         // `Backbone.out_channels`: the input's channels, then timm's feature channels; MiT's
         // own list (3, 0, ...) has a 0 for the stride-2 map it does not make.
-        Ok(if let Some(mit) = mit_config(name) {
+        Ok(if let Some(mut mit) = mit_config(name) {
+            mit.drop_path_rate = cfg.drop_path_rate;
             let channels = [vec![3, 0], mit.hidden_sizes.clone()].concat();
             (
                 Backbone::Mit(Encoder::load(vb, &mit, EncoderNames::Experiment)?),

@@ -4,8 +4,10 @@ experiment's own main.py + train.py produce when they train (no --test-only), fo
 `rankseg exp` to reproduce.
 
     /tmp/venv/bin/python scripts/make_train_fixtures.py [--rma-exp /tmp/rma/exp]
-        [--jdt-losses /tmp/jdtlosses] [--out tests/fixtures/train_exp]
+        [--jdt-losses /tmp/jdtlosses] [--out tests/fixtures/train_exp] [--models mit ...]
+        (--models: train only these models, keeping the others' files from --out; default all)
     /tmp/venv/bin/python scripts/make_train_fixtures.py --write-init /tmp/init.pth [--optim sgd_lr1e-2]
+        [--model mit]
         (only regenerate the initial checkpoint from the committed yamls; see write_init)
 
 Setup (all of it in the fixture folder, small):
@@ -21,14 +23,23 @@ Setup (all of it in the fixture folder, small):
   (image_suffix stays ".jpg": the train list names the .png files directly, and the val
   list's hard-coded .jpg images then map to .png labels as in the real dataset).
 * model.yaml: deeplabv3plus / resnet18d, output_stride 8, narrow method widths, dropout 0.
+* mit/model.yaml (MODELS: each model's model.yaml, keys.txt and expected_* in its subdir;
+  data, data.yaml, schedule.yaml and the optim yamls are shared): segformer / mit_b0,
+  output_stride 32, out_channels 32, aux_out_channels 16, dropout 0, and drop_path_rate 0, a
+  key of rankseg's model yaml the experiment's Segmentor ignores (its mit_b0 builds with
+  stochastic depth 0.1): Exp wraps Segmentor.__init__ to call
+  model.backbone.backbone.reset_drop_path(rate), so neither side drops paths. MiT's
+  model_zoo.load_url (backbone.py) returns a freshly built encoder's state dict instead of
+  downloading; the formula overwrites it.
 * schedule.yaml: by iterations, train_iters 4, batch 4 (one batch per epoch, drop_last), so
   main.py runs train_epochs = 4 // 1 + 1 = 5 epochs of one step; adamw_lr6e-4.yaml and
   sgd_lr1e-2.yaml are the shipped optim yamls (copied); test_iou / argmax and the loss yamls
   are the shipped ones.
 * Initial weights: the formula of `formula_tensor` (README.md "Formula"), every state-dict
-  entry computed from its name and shape only, saved by write_init as main.py's checkpoint
-  (epoch 0, fresh optimizer and scheduler states; one per optim yaml) in a temporary folder:
-  ~45 MB, not kept.
+  entry computed from its name and shape only (BatchNorm, LayerNorm, conv and Linear
+  entries), saved by write_init as main.py's checkpoint (epoch 0, fresh optimizer and
+  scheduler states; one per model and optim yaml) in a temporary folder: ~45 MB
+  (deeplabv3plus) / ~14 MB (mit), not kept.
 
 Runs (CPU, one thread, torch.manual_seed(0)): main.py's `__main__` block itself (lifted out
 of main.py with `ast` and executed in main.py's namespace), with `--model_checkpoint init.pth`.
@@ -47,9 +58,11 @@ JDTLosses' get_criterion (HARD labels) and makes forward_loss JDTLosses'
 Segmentor.forward_loss_hard_label, summed as its train_hard_label.py does (imported from
 --jdt-losses, a checkout of zifuwanggg/JDTLosses).
 
-Cases (CASES): both losses with AdamW (adamw_lr6e-4, the paper's) and with SGD (sgd_lr1e-2:
-AdamW's sign-like steps make these runs chaotic, SGD's stay at rounding level, README.md
-"Noise"). Each is run again in float64 (the Segmentor in double, inputs cast in forward) and
+Cases (MODELS' cases): deeplabv3plus trains both losses with AdamW (adamw_lr6e-4, the
+paper's) and with SGD (sgd_lr1e-2: AdamW's sign-like steps make these runs chaotic, SGD's
+stay at rounding level, README.md "Noise"); mit trains `ce` with both (mit/expected_ce,
+mit/expected_ce_sgd; its SGD run drifts from float64 more, README.md "MiT case"). Each is
+run again in float64 (the Segmentor in double, inputs cast in forward) and
 in float32 with another batch order (torch seed 1): the differences are torch's own noise
 (expected_<case>.json). Nothing is downloaded; rerunning gives identical files. The output
 folder is built in a temporary directory next to it and then swapped in.
@@ -68,10 +81,12 @@ import logging
 import math
 import os
 import pickle
+import posixpath
 import random
 import shutil
 import tempfile
 import types
+import typing
 import warnings
 
 import cv2
@@ -99,26 +114,55 @@ TRAIN_IDS = ["t0", "t1", "t2", "t3"]
 VAL_IMAGES = [("v0", (SIZE, SIZE)), ("v1", (48, 56))]  # v1 is padded to the crop at test time
 LOSSES = ["ce", "dice_ic_present_all"]
 OPTIMS = ["adamw_lr6e-4", "sgd_lr1e-2"]  # shipped optim yamls (copied into the fixture)
-# (case, loss yaml, optim yaml): AdamW as the paper trains; SGD because AdamW's sign-like first
-# steps make these runs chaotic (README.md "Noise") while SGD's are not
-CASES = [("ce", "ce", OPTIMS[0]), ("dice_ic_present_all", "dice_ic_present_all", OPTIMS[0]),
-         ("ce_sgd", "ce", OPTIMS[1]), ("dice_ic_present_all_sgd", "dice_ic_present_all", OPTIMS[1])]
 FULL_LIMIT = 4096     # state-dict entries up to this many elements are stored whole
 SAMPLE_POINTS = 512   # bigger ones: every (numel // 512)-th element, and their float64 sum
 # names of the fixture's own yamls (under configs/<kind>/ of the run's working folder)
 NAME = "train_exp"
 
-MODEL_YAML = {
-    "backbone": "resnet18d", "method": "deeplabv3plus", "output_stride": 8,
-    "out_channels": 16, "aux_out_channels": 8, "shortcut_channels": 4, "dropout": 0,
-    "atrous_rates": [2, 4, 6], "align_corners": False, "aux": True,
-}
 SCHEDULE_YAML = {
     "train_iters": 4, "train_epochs": -1, "log_iters": 1, "save_epochs": 1,
     "warmup_ratio": 0.3, "num_workers": 0, "batch_size": 4, "by_epoch": False,
 }
 DATA_OVERRIDES = {"num_classes": NUM_CLASSES, "scale_min": 1.0, "scale_max": 1.0, "crop_size": [SIZE, SIZE]}
-FIXTURE_YAMLS = {"models": "model.yaml", "datas": "data.yaml", "schedules": "schedule.yaml"}
+# the yamls all models share (in the fixture folder itself); each model's model.yaml is in its subdir
+FIXTURE_YAMLS = {"datas": "data.yaml", "schedules": "schedule.yaml"}
+
+
+class FixtureModel(typing.NamedTuple):
+    """One model of the fixtures: `subdir` of the fixture folder ("" = the folder itself) holds
+    its model.yaml, keys.txt and expected_<case>.*; `yaml_name` names its model yaml under
+    configs/models/ of the run's working folder; `cases` are (case, loss yaml, optim yaml)."""
+    key: str
+    subdir: str
+    yaml_name: str
+    model_yaml: dict
+    cases: list
+
+    def files(self):
+        """Its files, relative to the fixture folder."""
+        names = ["model.yaml", "keys.txt"] + [f"expected_{c}.{e}" for c, _, _ in self.cases
+                                              for e in ("safetensors", "json")]
+        return [posixpath.join(self.subdir, n) for n in names]
+
+
+# (case, loss yaml, optim yaml): AdamW as the paper trains; SGD because AdamW's sign-like first
+# steps make these runs chaotic (README.md "Noise") while SGD's are not
+MODELS = [
+    FixtureModel("deeplabv3plus", "", NAME, {
+        "backbone": "resnet18d", "method": "deeplabv3plus", "output_stride": 8,
+        "out_channels": 16, "aux_out_channels": 8, "shortcut_channels": 4, "dropout": 0,
+        "atrous_rates": [2, 4, 6], "align_corners": False, "aux": True,
+    }, [("ce", "ce", OPTIMS[0]), ("dice_ic_present_all", "dice_ic_present_all", OPTIMS[0]),
+        ("ce_sgd", "ce", OPTIMS[1]), ("dice_ic_present_all_sgd", "dice_ic_present_all", OPTIMS[1])]),
+    # drop_path_rate is a key of rankseg's model yaml (MiT's stochastic depth); the experiment's
+    # Segmentor ignores it and builds mit_b0 with 0.1: Exp makes the Segmentor honour it
+    FixtureModel("mit", "mit", f"{NAME}_mit", {
+        "backbone": "mit_b0", "method": "segformer", "output_stride": 32,
+        "out_channels": 32, "aux_out_channels": 16, "dropout": 0, "align_corners": False,
+        "aux": True, "drop_path_rate": 0,
+    }, [("ce", "ce", OPTIMS[0]), ("ce_sgd", "ce", OPTIMS[1])]),
+]
+MODEL_KEYS = [m.key for m in MODELS]
 
 
 # ------------------------------------------------------------------------------ formula weights
@@ -132,9 +176,9 @@ def formula_tensor(name, shape):
         *.num_batches_tracked      0 (int64)
         *.running_mean             0.1 * s_i
         *.running_var              1.0 + 0.5 * |s_i|
-        *.bias                     0.1 * s_i            (BatchNorm and conv biases alike)
-        *.weight, 1-D (BatchNorm)  1.0 + 0.1 * s_i
-        *.weight, >= 2-D (conv)    s_i / sqrt(fan_in),  fan_in = prod(shape[1:])
+        *.bias                     0.1 * s_i            (BatchNorm, LayerNorm, conv and Linear alike)
+        *.weight, 1-D              1.0 + 0.1 * s_i      (BatchNorm, LayerNorm)
+        *.weight, >= 2-D           s_i / sqrt(fan_in),  fan_in = prod(shape[1:])  (conv, Linear)
     Any other name is an error."""
     if name.endswith(".num_batches_tracked"):
         return torch.zeros(shape, dtype=torch.int64)
@@ -192,7 +236,10 @@ def lift_function(module, cls_name, fn_name, drop_asserts):
 
 class Exp:
     """The experiment's modules (main, train, models.segmentor, datas, losses) imported from
-    `rma`, JDTLosses' get_criterion and Segmentor from `jdt`; nothing downloads."""
+    `rma`, JDTLosses' get_criterion and Segmentor from `jdt`; nothing downloads (timm models
+    get pretrained=False, MiT's model_zoo.load_url a freshly built encoder's state dict). The
+    Segmentor honours our model yaml's `drop_path_rate` (MiT's stochastic depth, a key the
+    experiment ignores): once built, it calls model.backbone.backbone.reset_drop_path(rate)."""
 
     def __init__(self, rma, jdt):
         stub_mmcv()  # models/methods/cpt.py imports mmcv (only its "cpt" method uses it)
@@ -214,15 +261,18 @@ class Exp:
             import datas.dataloader as dataloader  # noqa: E402
             import datas.datasets.pascal_voc as pascal_voc  # noqa: E402
             import datas.datasets.transform as transform  # noqa: E402
+            import models.backbones.backbone as backbone  # noqa: E402
         self.main, self.train, self.segmentor = main, train, segmentor
         self.dataloader, self.transform = dataloader, transform
-        for m in (main, train, segmentor, dataloader, pascal_voc, sys.modules["test"], sys.modules["utils"],
+        for m in (main, train, segmentor, dataloader, pascal_voc, backbone, sys.modules["test"], sys.modules["utils"],
                   sys.modules["losses.get_criterion"]):
             assert os.path.abspath(m.__file__).startswith(os.path.abspath(rma)), m.__file__
         for m in (self.jdt_criterion, self.jdt_segmentor):
             assert os.path.abspath(m.__file__).startswith(os.path.abspath(jdt)), m.__file__
         # the 10582 / 1449 image-count asserts of the real VOC
         pascal_voc.PASCALVOC.get_image_list = lift_function(pascal_voc, "PASCALVOC", "get_image_list", True)
+        backbone.model_zoo = types.SimpleNamespace(load_url=mit_load_url(backbone.mix_transformer_encoders))
+        segmentor.Segmentor.__init__ = honour_drop_path_rate(segmentor.Segmentor.__init__)
         main_path = main.__file__
         tree = ast.parse(open(main_path).read(), main_path)
         block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "__name__ == '__main__'")
@@ -288,6 +338,32 @@ class Exp:
         return forward_loss
 
 
+def mit_load_url(encoders):
+    """model_zoo.load_url for backbone.py's MiT (its only caller): instead of downloading the
+    ImageNet weights, the state dict of a freshly built encoder of the url's name (built in
+    torch.random.fork_rng, so the run's random stream is as if nothing had loaded); the formula
+    weights overwrite it."""
+    def load_url(url):
+        (name,) = [n for n, e in encoders.items() if e["pretrained_settings"]["imagenet"]["url"] == url]
+        with torch.random.fork_rng(devices=[]):
+            return encoders[name]["encoder"](**encoders[name]["params"]).state_dict()
+    return load_url
+
+
+def honour_drop_path_rate(init):
+    """Segmentor.__init__ followed, when the model yaml has `drop_path_rate` (MiT backbones),
+    by model.backbone.backbone.reset_drop_path(rate): the experiment's mit_b<i> build with
+    drop_path_rate 0.1 and its Segmentor ignores the key."""
+    def wrapped(model, model_config, *args, **kwargs):
+        init(model, model_config, *args, **kwargs)
+        if "drop_path_rate" in model_config:
+            rate = model_config["drop_path_rate"]
+            model.backbone.backbone.reset_drop_path(rate)
+            probs = [m.drop_prob for m in model.modules() if isinstance(m, timm.layers.DropPath)]
+            assert probs and max(probs) == rate, probs
+    return wrapped
+
+
 @contextlib.contextmanager
 def patched(*triples):
     """Set (object, attribute, value) for the block, restoring the old values after."""
@@ -325,16 +401,17 @@ def lr_lambda(iteration, optim_config, schedule_config):
 
 
 def write_init(path_pth, optim=OPTIMS[0], fixture_dir=DEFAULT_OUT, rma_exp="/tmp/rma/exp",
-               jdt_losses="/tmp/jdtlosses", exp=None):
-    """Save the fixtures' initial checkpoint to `path_pth` as main.py saves checkpoints:
-    {"epoch": 0, "state_dict": formula weights, "optimizer": a fresh optimizer's state_dict(),
-    "lr_scheduler": a fresh LambdaLR's}, the model, parameter groups, optimizer and scheduler
-    built as main.py builds them from fixture_dir's model / data / schedule yamls and its
-    `<optim>.yaml` (the loss yaml changes none of it; ce's is used). main.py loads the
-    optimizer state into the optimizer its optim yaml builds, so each optim yaml needs its own
-    file. Returns the state dict."""
+               jdt_losses="/tmp/jdtlosses", exp=None, model=MODELS[0]):
+    """Save the fixtures' initial checkpoint of `model` (a FixtureModel) to `path_pth` as
+    main.py saves checkpoints: {"epoch": 0, "state_dict": formula weights, "optimizer": a fresh
+    optimizer's state_dict(), "lr_scheduler": a fresh LambdaLR's}, the model, parameter groups,
+    optimizer and scheduler built as main.py builds them from fixture_dir's data / schedule
+    yamls and `<optim>.yaml` and the model's <subdir>/model.yaml (the loss yaml changes none of
+    it; ce's is used). main.py loads the optimizer state into the optimizer its optim yaml
+    builds, so each optim yaml needs its own file. Returns the state dict."""
     exp = exp or Exp(rma_exp, jdt_losses)
     cfg = {kind: read_yaml(os.path.join(fixture_dir, f)) for kind, f in FIXTURE_YAMLS.items()}
+    cfg["models"] = read_yaml(os.path.join(fixture_dir, model.subdir, "model.yaml"))
     cfg["optims"] = read_yaml(os.path.join(fixture_dir, f"{optim}.yaml"))
     loss_config = read_yaml(os.path.join(os.path.dirname(exp.main.__file__), "configs", "losses", "ce.yaml"))
     args = types.SimpleNamespace(data_config=cfg["datas"], loss_config=loss_config)
@@ -483,17 +560,18 @@ class Recorder:
             "weights_max_abs_change": diff(sd, psd, params),
             "bn_running_stats_max_abs_change": diff(
                 sd, psd, [k for k in sd if k.endswith(("running_mean", "running_var"))]),
-            "num_batches_tracked": int(sd["backbone.backbone.bn1.num_batches_tracked"]),
+            "num_batches_tracked": int(next(v for k, v in sd.items() if k.endswith(".num_batches_tracked"))),
             "optimizer_step": float(first["step"]) if "step" in first else None,
             "optimizer_state_max_abs_change (" + "/".join(sorted({k for _, k in state})) + ")":
                 diff(state, pstate, state) if pstate else None,
         })
 
 
-def run_main(exp, cfg_root, data_dir, init_pth, loss, optim, out_dir, float64=False, seed=0):
+def run_main(exp, cfg_root, data_dir, init_pth, model, loss, optim, out_dir, float64=False, seed=0):
     """main.py's `__main__` block (its get_args on a command line naming the fixture yamls,
-    executed with cfg_root as the working folder) after seeding with `seed` (the batch order);
-    returns the Recorder, the last checkpoint main.py saved, its args and its test metrics."""
+    `model`'s model yaml, executed with cfg_root as the working folder) after seeding with
+    `seed` (the batch order); returns the Recorder, the last checkpoint main.py saved, its
+    args and its test metrics."""
     random.seed(seed)
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -505,7 +583,7 @@ def run_main(exp, cfg_root, data_dir, init_pth, loss, optim, out_dir, float64=Fa
                (exp.main, "train", rec.wrap_train(exp.train.train)),
                (seg, "forward_loss", rec.wrap_forward_loss(forward_loss)),
                (sys, "argv", ["main.py", "--model_checkpoint", init_pth, "--data_dir", data_dir,
-                              "--output_dir", out_dir, "--model_yaml", NAME, "--data_yaml", NAME,
+                              "--output_dir", out_dir, "--model_yaml", model.yaml_name, "--data_yaml", NAME,
                               "--loss_yaml", loss, "--schedule_yaml", NAME, "--optim_yaml", optim,
                               "--test_yaml", "test_iou", "--predict_yaml", "argmax"])]
     if "jdt_weight" in loss_config:
@@ -531,7 +609,7 @@ def run_main(exp, cfg_root, data_dir, init_pth, loss, optim, out_dir, float64=Fa
     return rec, ckp, args, metrics
 
 
-def check_fresh_states(exp, init_pth, cfg_root, data_dir, optim, out_dir):
+def check_fresh_states(exp, init_pth, cfg_root, data_dir, model, optim, out_dir):
     """init.pth's optimizer and lr_scheduler states equal those main.py builds itself: its
     `__main__` block runs with load_checkpoint wrapped to compare them, as --test-only (a
     get_args wrapper sets it) with test() a no-op."""
@@ -554,7 +632,7 @@ def check_fresh_states(exp, init_pth, cfg_root, data_dir, optim, out_dir):
         (exp.main, "torch", CpuTorch()), (exp.main, "load_checkpoint", load_checkpoint),
         (exp.main, "get_args", get_args), (exp.main, "test", lambda *a: None),
         (sys, "argv", ["main.py", "--model_checkpoint", init_pth, "--data_dir", data_dir,
-                       "--output_dir", out_dir, "--model_yaml", NAME, "--data_yaml", NAME,
+                       "--output_dir", out_dir, "--model_yaml", model.yaml_name, "--data_yaml", NAME,
                        "--loss_yaml", LOSSES[0], "--schedule_yaml", NAME, "--optim_yaml", optim])])
     assert seen == {"optimizer": True, "lr_scheduler": True}, seen
 
@@ -599,19 +677,22 @@ def noise(values32, values64, losses32, losses64):
             "sums_rel_max (|s32 - s64| / max(1, |s64|))": s_rel}
 
 
-def rankseg_command(loss, optim):
+def rankseg_command(model, loss, optim):
     fx = REL_OUT
-    return (f"rankseg exp --data_dir {fx}/data --output_dir O --model_yaml {fx}/model.yaml "
+    model_yaml = posixpath.join(fx, model.subdir, "model.yaml")
+    return (f"rankseg exp --data_dir {fx}/data --output_dir O --model_yaml {model_yaml} "
             f"--data_yaml {fx}/data.yaml --loss_yaml {loss} --schedule_yaml {fx}/schedule.yaml "
             f"--optim_yaml {fx}/{optim}.yaml --test_yaml test_iou --predict_yaml argmax "
             f"--model_checkpoint O/init.pth --seed 0")
 
 
-def fixture_run(exp, cfg_root, data_dir, init_pth, case, loss, optim, work, out):
-    """One case: the run in float32 (the fixture), in float64 and in float32 with another batch
-    order (torch seed 1; the noise figures); writes expected_<case>.safetensors / .json."""
-    run = lambda tag, **kw: run_main(exp, cfg_root, data_dir, init_pth, loss, optim,
-                                     os.path.join(work, f"{case}_{tag}"), **kw)
+def fixture_run(exp, cfg_root, data_dir, init_pth, model, case, loss, optim, work, out):
+    """One case of `model`: the run in float32 (the fixture), in float64 and in float32 with
+    another batch order (torch seed 1; the noise figures); writes
+    expected_<case>.safetensors / .json into out/<model.subdir>."""
+    out = os.path.join(out, model.subdir)
+    run = lambda tag, **kw: run_main(exp, cfg_root, data_dir, init_pth, model, loss, optim,
+                                     os.path.join(work, model.key, f"{case}_{tag}"), **kw)
     rec, ckp, args, metrics = run("f32")
     rec64, ckp64, _, metrics64 = run("f64", float64=True)
     rec_r, ckp_r, _, _ = run("reordered", seed=1)
@@ -650,7 +731,7 @@ def fixture_run(exp, cfg_root, data_dir, init_pth, case, loss, optim, work, out)
         "test_metrics_after_training_float64": metrics64,
         "noise_float32_vs_float64": noise(values, stored_values(ckp64["state_dict"]), rec.losses, rec64.losses),
         "noise_float32_other_batch_order": noise(values, stored_values(ckp_r["state_dict"]), rec.losses, rec_r.losses),
-        "command": rankseg_command(loss, optim),
+        "command": rankseg_command(model, loss, optim),
     }
     with open(os.path.join(out, f"expected_{case}.json"), "w") as f:
         json.dump(summary, f, indent=1)
@@ -659,10 +740,36 @@ def fixture_run(exp, cfg_root, data_dir, init_pth, case, loss, optim, work, out)
 
 
 # ------------------------------------------------------------------------------ main
-def write_readme(out, summaries, n_keys, sizes):
-    def fmt(v):
-        return "-" if v is None else f"{v:.1e}"
+def fmt(v):
+    return "-" if v is None else f"{v:.1e}"
 
+
+def case_table(summaries):
+    """README lines: the cases' loss / optim yamls, per-step losses and lrs."""
+    lines = ["| case | loss yaml | optim yaml | loss per step | lr (group 0) per step |", "|---|---|---|---|---|"]
+    for case, s in summaries.items():
+        lines.append(f"| `{case}` | {s['loss_yaml']} | {s['optim_yaml']} | "
+                     + ", ".join(f"{p['loss']:.7f}" for p in s["per_step"]) + " | "
+                     + ", ".join(f"{p['lr']:.6g}" for p in s["per_step"]) + " |")
+    return lines
+
+
+def noise_table(summaries):
+    """README lines: the cases' noise figures (float64 and other-batch-order reruns)."""
+    lines = ["| case | rerun | loss rel per step | weights abs | weights rel (/ max(1, abs w)) |", "|---|---|---|---|---|"]
+    for case, s in summaries.items():
+        for tag, key in (("float64", "noise_float32_vs_float64"), ("other order", "noise_float32_other_batch_order")):
+            nz = s[key]
+            rel = next(v for k, v in nz.items() if k.startswith("weights_rel"))
+            lines.append(f"| `{case}` | {tag} | " + ", ".join(fmt(v) for v in nz["loss_rel_per_step"])
+                         + f" | {fmt(nz['weights_abs_max'])} | {fmt(rel)} |")
+    return lines
+
+
+def write_readme(out, results, sizes):
+    """out/README.md from results = {model key: ({case: summary}, number of state-dict entries)}."""
+    summaries, n_keys = results["deeplabv3plus"]
+    mit_summaries, mit_keys = results["mit"]
     lines = [
         "# Training parity fixtures (`rankseg exp`, training)",
         "",
@@ -694,28 +801,21 @@ def write_readme(out, summaries, n_keys, sizes):
         "- `*.num_batches_tracked`: 0 (int64, shape [])",
         "- `*.running_mean`: 0.1 * s_i",
         "- `*.running_var`: 1.0 + 0.5 * |s_i|",
-        "- `*.bias` (BatchNorm and conv biases alike): 0.1 * s_i",
-        "- `*.weight`, 1-D (BatchNorm): 1.0 + 0.1 * s_i",
-        "- `*.weight`, >= 2-D (conv): s_i / sqrt(fan_in), fan_in = prod(shape[1:])",
+        "- `*.bias` (BatchNorm, LayerNorm, conv and Linear biases alike): 0.1 * s_i",
+        "- `*.weight`, 1-D (BatchNorm, LayerNorm): 1.0 + 0.1 * s_i",
+        "- `*.weight`, >= 2-D (conv, Linear): s_i / sqrt(fan_in), fan_in = prod(shape[1:])",
         "",
         "`init.pth` is main.py's checkpoint format: {\"epoch\": 0, \"state_dict\", \"optimizer\": a",
         "fresh optimizer's state_dict(), \"lr_scheduler\": a fresh LambdaLR's}; the script checks",
         "that these equal the states main.py builds itself, so the file means \"no checkpoint, these",
         "weights\". main.py loads the saved optimizer state into the optimizer its optim yaml builds",
         "(an AdamW state in an SGD fails at the first step: KeyError 'momentum'), so there is one",
-        "per optim yaml: `/tmp/venv/bin/python scripts/make_train_fixtures.py --write-init PATH",
-        "[--optim adamw_lr6e-4|sgd_lr1e-2]`.",
+        "per model and optim yaml: `/tmp/venv/bin/python scripts/make_train_fixtures.py --write-init",
+        "PATH [--optim adamw_lr6e-4|sgd_lr1e-2] [--model deeplabv3plus|mit]`.",
         "",
         "## Cases: expected_<case>.safetensors / .json",
         "",
-        "| case | loss yaml | optim yaml | loss per step | lr (group 0) per step |",
-        "|---|---|---|---|---|",
-    ]
-    for case, s in summaries.items():
-        lines.append(f"| `{case}` | {s['loss_yaml']} | {s['optim_yaml']} | "
-                     + ", ".join(f"{p['loss']:.7f}" for p in s["per_step"]) + " | "
-                     + ", ".join(f"{p['lr']:.6g}" for p in s["per_step"]) + " |")
-    lines += [
+        *case_table(summaries),
         "",
         "- `loss` (K,) float64: `loss.item()` of every optimizer step; `lr` (K,) float64: param",
         "  group 0's lr as that step uses it (read before optimizer.step()); `iter`, `epoch` (K,)",
@@ -736,16 +836,7 @@ def write_readme(out, summaries, n_keys, sizes):
         "float32 with another batch order (torch seed 1). Loss: |dl| / |l| per step; weights: max",
         "|dw| over the stored `final.*` / `sample.*` values (BatchNorm running statistics included).",
         "",
-        "| case | rerun | loss rel per step | weights abs | weights rel (/ max(1, abs w)) |",
-        "|---|---|---|---|---|",
-    ]
-    for case, s in summaries.items():
-        for tag, key in (("float64", "noise_float32_vs_float64"), ("other order", "noise_float32_other_batch_order")):
-            nz = s[key]
-            rel = next(v for k, v in nz.items() if k.startswith("weights_rel"))
-            lines.append(f"| `{case}` | {tag} | " + ", ".join(fmt(v) for v in nz["loss_rel_per_step"])
-                         + f" | {fmt(nz['weights_abs_max'])} | {fmt(rel)} |")
-    lines += [
+        *noise_table(summaries),
         "",
         "The AdamW runs are chaotic: AdamW's first full-lr step (step 2) is about lr * sign(grad),",
         "so elements whose gradient is below float32 rounding noise step +-lr in either direction",
@@ -768,6 +859,33 @@ def write_readme(out, summaries, n_keys, sizes):
         "- After 5 steps argmax predicts one class on every val pixel in every case (mAccD 33.33):",
         "  the test metrics check the evaluation path, not the training.",
         "",
+        "## MiT case: mit/",
+        "",
+        "- `mit/model.yaml`: segformer / mit_b0, output_stride 32, out_channels 32,",
+        "  aux_out_channels 16, dropout 0, align_corners false, aux, and `drop_path_rate: 0`: a key",
+        "  of rankseg's model yaml (MiT's stochastic depth). The experiment's Segmentor ignores it",
+        "  (mit_b0 builds with drop_path_rate 0.1), so the script calls",
+        "  `model.backbone.backbone.reset_drop_path(0.0)` on every Segmentor it builds: neither side",
+        "  drops paths. MiT's `model_zoo.load_url` returns a freshly built encoder's weights (no",
+        "  download; the formula overwrites them). The block LayerNorms have eps 1e-6.",
+        "- Data, `data.yaml`, `schedule.yaml` and the optim yamls are the parent folder's (`../`);",
+        "  the formula is the same (LayerNorm and Linear entries included).",
+        f"- `mit/keys.txt`: the Segmentor's {mit_keys} state-dict entries in state-dict order.",
+        "- `mit/expected_<case>.safetensors / .json`: as above (same keys and json fields; the",
+        "  command names `--model_yaml " + posixpath.join(REL_OUT, "mit", "model.yaml") + "`).",
+        "",
+        *case_table(mit_summaries),
+        "",
+        *noise_table(mit_summaries),
+        "",
+        "Unlike deeplabv3plus's, the MiT SGD run drifts from float64 too (loss ~5e-6 relative at",
+        "step 3, ~3e-4 at step 5; final weights up to ~7e-4, the decoder's BatchNorm running",
+        "statistics (method.convs.3, aux_conv) above all, parameters ~5e-5); only its other batch",
+        "order stays at rounding level. At the initial weights the float32 gradient is ~1e-5 off",
+        "float64 as a whole (deeplabv3plus: ~1e-6), the stage-3/4 attention queries' gradients",
+        "(1e-10 to 1e-8) only a few percent accurate (norm4.bias: true gradient 0, BatchNorm",
+        "follows). The AdamW run is chaotic as deeplabv3plus's is.",
+        "",
         "## Sizes (README.md aside)",
         "",
     ]
@@ -777,14 +895,17 @@ def write_readme(out, summaries, n_keys, sizes):
 
 
 def make_cfg_root(tmp, rma, out):
-    """A working folder with configs/<kind>/: the fixture's model / data / schedule yamls as
-    `train_exp`, its optim yamls under their own names, and the shipped loss / test / predict
-    yamls main.py reads."""
+    """A working folder with configs/<kind>/: the fixture's data / schedule yamls as
+    `train_exp`, each model's model.yaml as its yaml_name, its optim yamls under their own
+    names, and the shipped loss / test / predict yamls main.py reads."""
     cfg_root = os.path.join(tmp, "cfg")
     for kind in ("models", "datas", "schedules", "optims", "losses", "test", "predict"):
         os.makedirs(os.path.join(cfg_root, "configs", kind))
     for kind, f in FIXTURE_YAMLS.items():
         shutil.copy(os.path.join(out, f), os.path.join(cfg_root, "configs", kind, f"{NAME}.yaml"))
+    for m in MODELS:
+        shutil.copy(os.path.join(out, m.subdir, "model.yaml"),
+                    os.path.join(cfg_root, "configs", "models", f"{m.yaml_name}.yaml"))
     for optim in OPTIMS:
         shutil.copy(os.path.join(out, f"{optim}.yaml"), os.path.join(cfg_root, "configs", "optims"))
     for kind, names in (("losses", LOSSES), ("test", ["test_iou"]), ("predict", ["argmax"])):
@@ -793,46 +914,81 @@ def make_cfg_root(tmp, rma, out):
     return cfg_root
 
 
+def train_model(exp, model, cfg_root, data_dir, tmp, build):
+    """`model`'s initial checkpoints (one per optim yaml of its cases, in tmp, checked against
+    main.py's fresh states), its keys.txt and its cases. Returns ({case: summary}, number of
+    state-dict entries)."""
+    inits = {}
+    for optim in [o for o in OPTIMS if o in {o for _, _, o in model.cases}]:
+        inits[optim] = os.path.join(tmp, f"init_{model.key}_{optim}.pth")
+        state_dict = write_init(inits[optim], optim, build, exp=exp, model=model)
+        check_fresh_states(exp, inits[optim], cfg_root, data_dir, model, optim,
+                           os.path.join(tmp, f"fresh_{model.key}_{optim}"))
+    with open(os.path.join(build, model.subdir, "keys.txt"), "w") as f:
+        f.writelines(f"{k} {str(v.dtype).replace('torch.', '')} {list(v.shape)}\n" for k, v in state_dict.items())
+    summaries = {case: fixture_run(exp, cfg_root, data_dir, inits[optim], model, case, loss, optim, tmp, build)
+                 for case, loss, optim in model.cases}
+    return summaries, len(state_dict)
+
+
+def keep_model(model, out, build):
+    """A model not retrained (--models): its files copied from the existing fixture folder
+    `out`; returns ({case: summary} from its jsons, number of keys.txt lines)."""
+    for f in model.files():
+        src = os.path.join(out, f)
+        if not os.path.isfile(src):
+            raise SystemExit(f"{src} missing: train {model.key} too (--models)")
+        os.makedirs(os.path.dirname(os.path.join(build, f)), exist_ok=True)
+        shutil.copy(src, os.path.join(build, f))
+    summaries = {}
+    for case, _, _ in model.cases:
+        with open(os.path.join(build, model.subdir, f"expected_{case}.json")) as f:
+            summaries[case] = json.load(f)
+    with open(os.path.join(build, model.subdir, "keys.txt")) as f:
+        return summaries, sum(1 for _ in f)
+
+
 def main():
     ap = fixture_parser(__doc__, DEFAULT_OUT)
     ap.add_argument("--jdt-losses", default=os.environ.get("JDTLOSSES", "/tmp/jdtlosses"))
+    ap.add_argument("--models", nargs="+", default=MODEL_KEYS, choices=MODEL_KEYS,
+                    help="the models to train (default: all); the others' files are kept from --out")
     ap.add_argument("--write-init", metavar="PATH", help="only write the initial checkpoint to PATH "
                     "(from the yamls in --out)")
     ap.add_argument("--optim", default=OPTIMS[0], choices=OPTIMS, help="the optim yaml of --write-init")
+    ap.add_argument("--model", default=MODEL_KEYS[0], choices=MODEL_KEYS, help="the model of --write-init")
     args = ap.parse_args()
     deterministic_cpu()
     exp = Exp(args.rma_exp, args.jdt_losses)
     if args.write_init:
-        write_init(args.write_init, args.optim, args.out, exp=exp)
+        write_init(args.write_init, args.optim, args.out, exp=exp, model=MODELS[MODEL_KEYS.index(args.model)])
         return
     out = os.path.abspath(args.out)
     with build_dir(out, "train_exp") as build, tempfile.TemporaryDirectory() as tmp:
         data = read_yaml(os.path.join(args.rma_exp, "configs", "datas", "pascal_voc.yaml"))
         data.update(DATA_OVERRIDES)
         write_yaml(os.path.join(build, "data.yaml"), data)
-        write_yaml(os.path.join(build, "model.yaml"), MODEL_YAML)
         write_yaml(os.path.join(build, "schedule.yaml"), SCHEDULE_YAML)
         for optim in OPTIMS:
             shutil.copy(os.path.join(args.rma_exp, "configs", "optims", f"{optim}.yaml"), build)
+        for m in MODELS:
+            if m.key in args.models:
+                os.makedirs(os.path.join(build, m.subdir), exist_ok=True)
+                write_yaml(os.path.join(build, m.subdir, "model.yaml"), m.model_yaml)
+        kept = {m.key: keep_model(m, out, build) for m in MODELS if m.key not in args.models}
         data_dir = os.path.join(build, "data")
         write_dataset(data_dir)
         check_identity_augmentation(exp, data_dir, data)
         cfg_root = make_cfg_root(tmp, args.rma_exp, build)
-
-        inits = {}
-        for optim in OPTIMS:
-            inits[optim] = os.path.join(tmp, f"init_{optim}.pth")
-            state_dict = write_init(inits[optim], optim, build, exp=exp)
-            check_fresh_states(exp, inits[optim], cfg_root, data_dir, optim, os.path.join(tmp, f"fresh_{optim}"))
-        with open(os.path.join(build, "keys.txt"), "w") as f:
-            f.writelines(f"{k} {str(v.dtype).replace('torch.', '')} {list(v.shape)}\n" for k, v in state_dict.items())
-        summaries = {case: fixture_run(exp, cfg_root, data_dir, inits[optim], case, loss, optim, tmp, build)
-                     for case, loss, optim in CASES}
-        write_readme(build, summaries, len(state_dict), file_sizes(build))
+        results = {m.key: kept[m.key] if m.key in kept else train_model(exp, m, cfg_root, data_dir, tmp, build)
+                   for m in MODELS}
+        write_readme(build, results, file_sizes(build))
         total = swap_in(build, out, "train_exp", SIZE_LIMIT)
-    for case, s in summaries.items():
-        print(case, json.dumps({k: s[k] for k in ("per_step", "noise_float32_vs_float64",
-                                                  "noise_float32_other_batch_order", "epoch_changes")}, indent=1))
+    for key, (summaries, _) in results.items():
+        for case, s in summaries.items():
+            print(key, case, json.dumps({k: s[k] for k in ("per_step", "noise_float32_vs_float64",
+                                                           "noise_float32_other_batch_order", "epoch_changes")},
+                                        indent=1))
     print(f"wrote {out} ({total} bytes)")
 
 

@@ -44,8 +44,8 @@ fn demo_rma_beats_argmax_on_image_dice() {
         .arg(tmp.path())
         .assert()
         .success();
-    let csv = std::fs::read_to_string(tmp.path().join("demo.csv")).unwrap();
-    assert!(tmp.path().join("demo.md").exists());
+    let csv = std::fs::read_to_string(tmp.path().join("demo_probs.csv")).unwrap();
+    assert!(tmp.path().join("demo_probs.md").exists());
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert_eq!(

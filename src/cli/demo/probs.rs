@@ -19,7 +19,7 @@ pub struct ProbsSpec {
     pub size: usize,
     pub classes: usize,
     pub seed: u64,
-    /// Where demo.csv and demo.md go.
+    /// Where demo_probs.csv and demo_probs.md go.
     pub out: PathBuf,
 }
 
@@ -125,10 +125,10 @@ pub fn run(args: ProbsSpec) -> Result<()> {
         "Synthetic benchmark: {} images of {}x{} with {} classes, labels drawn from the maps (seed {}).\n\n",
         args.images, args.size, args.size, args.classes, args.seed
     );
-    table.write(&args.out, "demo", &preamble)?;
+    table.write(&args.out, "demo_probs", &preamble)?;
     print!("{preamble}{}", table.to_markdown()?);
     println!(
-        "\nwritten: {}/demo.csv, {}/demo.md",
+        "\nwritten: {}/demo_probs.csv, {}/demo_probs.md",
         args.out.display(),
         args.out.display()
     );

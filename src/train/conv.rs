@@ -4,10 +4,10 @@
 //! three matrix products per image (output, weight grad, column grad then col2im), the
 //! depthwise one direct loops over (image, channel) planes.
 
-use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor};
+use candle_core::{bail, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{cpu2, custom_op2, Kernel2, Real};
+use super::kernel::{custom_op2, Kernel2, Real};
 use crate::models::ops::Geometry;
 
 /// The shapes of one convolution.
@@ -269,46 +269,27 @@ impl Kernel2 for Conv2d {
     }
 }
 
-impl candle_core::CustomOp2 for Conv2d {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu2(self, s1, l1, s2, l2)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let (g, depthwise) = (self.geometry, self.depthwise);
-        let input = InputGrad {
-            geometry: g,
-            depthwise,
-            input: x.shape().clone(),
-        };
-        let weight = WeightGrad {
-            geometry: g,
-            depthwise,
-            weight: w.shape().clone(),
-        };
-        Ok((
-            Some(grad.apply_op2_no_bwd(w, &input)?),
-            Some(x.apply_op2_no_bwd(&grad, &weight)?),
-        ))
-    }
-}
+custom_op2!(Conv2d, |op: &Conv2d,
+                     x: &Tensor,
+                     w: &Tensor,
+                     _: &Tensor,
+                     grad: &Tensor| {
+    let (g, depthwise) = (op.geometry, op.depthwise);
+    let input = InputGrad {
+        geometry: g,
+        depthwise,
+        input: x.shape().clone(),
+    };
+    let weight = WeightGrad {
+        geometry: g,
+        depthwise,
+        weight: w.shape().clone(),
+    };
+    Ok((
+        grad.apply_op2_no_bwd(w, &input)?,
+        x.apply_op2_no_bwd(grad, &weight)?,
+    ))
+});
 
 /// (grad_out, weight) -> grad_x.
 struct InputGrad {

@@ -123,8 +123,42 @@ macro_rules! custom_op1 {
     };
 }
 
-/// Implements `CustomOp2` (forward only) for a `Kernel2`: the backward halves.
+/// Implements `CustomOp2` for a `Kernel2`: forward only (the backward halves), or with
+/// the backward `$bwd(op, arg1, arg2, res, contiguous grad)` giving both input grads.
 macro_rules! custom_op2 {
+    ($ty:ty, $bwd:expr) => {
+        impl candle_core::CustomOp2 for $ty {
+            fn name(&self) -> &'static str {
+                <$ty as $crate::train::kernel::Kernel2>::NAME
+            }
+            fn cpu_fwd(
+                &self,
+                s1: &candle_core::CpuStorage,
+                l1: &candle_core::Layout,
+                s2: &candle_core::CpuStorage,
+                l2: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                $crate::train::kernel::cpu2(self, s1, l1, s2, l2)
+            }
+            fn bwd(
+                &self,
+                arg1: &candle_core::Tensor,
+                arg2: &candle_core::Tensor,
+                res: &candle_core::Tensor,
+                grad: &candle_core::Tensor,
+            ) -> candle_core::Result<(Option<candle_core::Tensor>, Option<candle_core::Tensor>)> {
+                let f: fn(
+                    &Self,
+                    &candle_core::Tensor,
+                    &candle_core::Tensor,
+                    &candle_core::Tensor,
+                    &candle_core::Tensor,
+                ) -> candle_core::Result<(candle_core::Tensor, candle_core::Tensor)> = $bwd;
+                let (g1, g2) = f(self, arg1, arg2, res, &grad.contiguous()?)?;
+                Ok((Some(g1), Some(g2)))
+            }
+        }
+    };
     ($ty:ty) => {
         impl candle_core::CustomOp2 for $ty {
             fn name(&self) -> &'static str {

@@ -31,32 +31,14 @@ impl Kernel2 for AddRelu {
     }
 }
 
-impl candle_core::CustomOp2 for AddRelu {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &candle_core::CpuStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        super::kernel::cpu2(self, s1, l1, s2, l2)
-    }
-
-    fn bwd(
-        &self,
-        _: &Tensor,
-        _: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let masked = res.apply_op2_no_bwd(&grad.contiguous()?, &WherePositive)?;
-        Ok((Some(masked.clone()), Some(masked)))
-    }
-}
+custom_op2!(AddRelu, |_: &AddRelu,
+                      _: &Tensor,
+                      _: &Tensor,
+                      res: &Tensor,
+                      grad: &Tensor| {
+    let masked = res.apply_op2_no_bwd(grad, &WherePositive)?;
+    Ok((masked.clone(), masked))
+});
 
 /// (output, grad) -> grad where the output is positive, else 0: ReLU's backward.
 pub(crate) struct WherePositive;

@@ -517,7 +517,7 @@ impl Encoder {
                     )?,
                     layer_norm_2: norm(hidden, eps, vb.pp(norm_2))?,
                     mlp: MixFfn::load(vb.pp("mlp"), hidden, cfg.mlp_ratios[i], names, train)?,
-                    drop_path: (train && rate > 0.0).then(|| DropPath::new(rate, block_index as u64)),
+                    drop_path: (train && rate > 0.0).then(|| DropPath::new(rate, 2 + block_index as u64)),
                 });
                 block_index += 1;
             }

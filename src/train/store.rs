@@ -160,12 +160,7 @@ impl SimpleBackend for TrainStore {
     fn get(&self, shape: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         // An owned copy: the store's tensors are written in place, never a checkpoint's mmap.
         let value = self.value(&shape, name, dtype, dev)?;
-        let want = if is_buffer(name) && value.dtype() == DType::I64 {
-            DType::I64
-        } else {
-            dtype
-        };
-        let value = value.to_dtype(want)?.copy()?;
+        let value = value.to_dtype(dtype)?.copy()?;
         let slot = if is_buffer(name) {
             Slot::Buffer(value)
         } else {

@@ -189,8 +189,8 @@ pub struct SegHeadSpec {
     pub align_corners: bool,
     /// Dropout2d's p (train mode only; `nn.Identity` when 0).
     pub dropout: f64,
-    /// Seeds the Dropout2d masks.
-    pub seed: u64,
+    /// Tells this head's dropout draws from the other layers'.
+    pub stream: u64,
 }
 
 /// `ops.SegHead`: Dropout2d (identity in eval) -> 1x1 conv with bias (`.1`) -> bilinear
@@ -205,7 +205,7 @@ impl SegHead {
     pub fn load(vb: VarBuilder, c_in: usize, classes: usize, spec: SegHeadSpec) -> Result<Self> {
         let classifier = ConvBn::plain(vb.pp(1), ConvSpec::same(c_in, classes, 1), Act::Identity)?;
         let dropout = (classifier.is_trainable() && spec.dropout > 0.0)
-            .then(|| Dropout2d::new(spec.dropout, spec.seed));
+            .then(|| Dropout2d::new(spec.dropout, spec.stream));
         Ok(SegHead {
             dropout,
             classifier,
@@ -215,10 +215,11 @@ impl SegHead {
 }
 
 impl SegHead {
-    /// The optimizer step the next forward belongs to (keys the dropout masks).
-    pub fn set_iteration(&self, iteration: u64) {
+    /// The run's seed and the optimizer step the next forward belongs to (key the dropout
+    /// masks).
+    pub fn set_iteration(&self, seed: u64, iteration: u64) {
         if let Some(dropout) = &self.dropout {
-            dropout.set_iteration(iteration);
+            dropout.set_iteration(seed, iteration);
         }
     }
 }

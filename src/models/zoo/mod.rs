@@ -282,13 +282,14 @@ impl SegmentorConfig {
         })
     }
 
-    /// SegHead's settings; `salt` tells the main and auxiliary heads' dropout masks apart.
-    fn seg_head(&self, salt: u64) -> SegHeadSpec {
+    /// SegHead's settings; `stream` tells the main (0) and auxiliary (1) heads' dropout
+    /// draws apart (MiT's DropPath blocks take 2 on).
+    fn seg_head(&self, stream: u64) -> SegHeadSpec {
         SegHeadSpec {
             size: self.crop_size,
             align_corners: self.align_corners,
             dropout: self.dropout.unwrap_or(0.0),
-            seed: self.seed.wrapping_mul(2).wrapping_add(salt),
+            stream,
         }
     }
 }
@@ -480,8 +481,8 @@ impl Segmentor {
         if let Backbone::Mit(encoder) = &self.backbone {
             encoder.set_iteration(self.config.seed, iteration);
         }
-        self.head.set_iteration(iteration);
-        self.aux.1.set_iteration(iteration);
+        self.head.set_iteration(self.config.seed, iteration);
+        self.aux.1.set_iteration(self.config.seed, iteration);
     }
 
     /// The main and the auxiliary logits (`Segmentor.forward(x)` with the yaml's `aux` on).

@@ -4,7 +4,7 @@
 //! Dropout2d, and the differentiable forms of the pools and resizes whose fast kernels have
 //! no backward. Eval mode never reaches this file: its weights are plain tensors.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -139,43 +139,60 @@ impl TrainConv {
     }
 }
 
-/// `nn.Dropout2d(p)` in train mode: whole channels zeroed with probability p, the rest
-/// scaled by 1 / (1 - p). The masks come from a generator keyed by (seed, iteration), so a
-/// resumed run draws the same ones (torch's draws cannot be reproduced anyway).
-pub struct Dropout2d {
-    p: f64,
-    seed: u64,
-    iteration: AtomicU64,
+/// The random draws of one train-mode layer: a generator keyed by the whole (seed, stream,
+/// iteration) tuple, so a resumed run draws what an uninterrupted one would (torch's draws
+/// cannot be reproduced anyway). `stream` tells the layers apart.
+struct Draws {
+    stream: u64,
+    key: Mutex<(u64, u64)>,
 }
 
-impl Dropout2d {
-    pub fn new(p: f64, seed: u64) -> Self {
-        Dropout2d {
-            p,
-            seed,
-            iteration: AtomicU64::new(0),
+impl Draws {
+    fn new(stream: u64) -> Self {
+        Draws {
+            stream,
+            key: Mutex::new((0, 0)),
         }
     }
 
-    /// The optimizer step the next forward belongs to.
-    pub fn set_iteration(&self, iteration: u64) {
-        self.iteration.store(iteration, Ordering::Relaxed);
+    fn set(&self, seed: u64, iteration: u64) {
+        *self.key.lock().expect("no panic while holding the lock") = (seed, iteration);
+    }
+
+    fn rng(&self) -> StdRng {
+        let (seed, iteration) = *self.key.lock().expect("no panic while holding the lock");
+        let mut key = [0u8; 32];
+        for (i, word) in [seed, self.stream, iteration].into_iter().enumerate() {
+            key[i * 8..(i + 1) * 8].copy_from_slice(&word.to_le_bytes());
+        }
+        StdRng::from_seed(key)
+    }
+}
+
+/// `nn.Dropout2d(p)` in train mode: whole channels zeroed with probability p, the rest
+/// scaled by 1 / (1 - p).
+pub struct Dropout2d {
+    p: f64,
+    draws: Draws,
+}
+
+impl Dropout2d {
+    pub fn new(p: f64, stream: u64) -> Self {
+        Dropout2d {
+            p,
+            draws: Draws::new(stream),
+        }
+    }
+
+    /// The run's seed and the optimizer step the next forward belongs to.
+    pub fn set_iteration(&self, seed: u64, iteration: u64) {
+        self.draws.set(seed, iteration);
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, _, _) = x.dims4()?;
-        let mut rng = keyed_rng(self.seed, 0, self.iteration.load(Ordering::Relaxed));
-        keep_mask(x, self.p, (n, c, 1, 1), &mut rng)
+        keep_mask(x, self.p, (n, c, 1, 1), &mut self.draws.rng())
     }
-}
-
-/// A generator keyed by the whole (seed, stream, iteration) tuple.
-fn keyed_rng(seed: u64, stream: u64, iteration: u64) -> StdRng {
-    let mut key = [0u8; 32];
-    for (i, word) in [seed, stream, iteration].into_iter().enumerate() {
-        key[i * 8..(i + 1) * 8].copy_from_slice(&word.to_le_bytes());
-    }
-    StdRng::from_seed(key)
 }
 
 /// `x` times a mask of `shape` (broadcast over the rest): 0 with probability p, else
@@ -197,33 +214,28 @@ fn keep_mask(x: &Tensor, p: f64, shape: impl Into<candle_core::Shape>, rng: &mut
 }
 
 /// timm's `DropPath(p)` (stochastic depth) in train mode on tokens (B, N, C): whole samples
-/// of a residual branch dropped with probability p, the rest scaled by 1 / (1 - p). Keyed
-/// by (seed, block, iteration) like `Dropout2d`.
+/// of a residual branch dropped with probability p, the rest scaled by 1 / (1 - p).
 pub struct DropPath {
     p: f64,
-    block: u64,
-    key: std::sync::Mutex<(u64, u64)>,
+    draws: Draws,
 }
 
 impl DropPath {
-    pub fn new(p: f64, block: u64) -> Self {
+    pub fn new(p: f64, stream: u64) -> Self {
         DropPath {
             p,
-            block,
-            key: std::sync::Mutex::new((0, 0)),
+            draws: Draws::new(stream),
         }
     }
 
     /// The run's seed and the optimizer step the next forward belongs to.
     pub fn set_iteration(&self, seed: u64, iteration: u64) {
-        *self.key.lock().expect("no panic while holding the lock") = (seed, iteration);
+        self.draws.set(seed, iteration);
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (seed, iteration) = *self.key.lock().expect("no panic while holding the lock");
-        let mut rng = keyed_rng(seed, 1 + self.block, iteration);
         let (b, _, _) = x.dims3()?;
-        keep_mask(x, self.p, (b, 1, 1), &mut rng)
+        keep_mask(x, self.p, (b, 1, 1), &mut self.draws.rng())
     }
 }
 

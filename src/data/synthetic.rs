@@ -38,7 +38,7 @@ fn draw(size: usize, rng: &mut StdRng) -> (Vec<u8>, Vec<u8>) {
     let objects = rng.random_range(1..=3);
     for _ in 0..objects {
         let class = rng.random_range(1..CLASSES) as u8;
-        let r = rng.random_range(size as f64 * 0.08..size as f64 * 0.25);
+        let r = rng.random_range(size as f64 * 0.04..size as f64 * 0.16);
         let (cy, cx) = (
             rng.random_range(0.0..size as f64),
             rng.random_range(0.0..size as f64),

@@ -19,6 +19,7 @@ pub mod paths;
 pub mod predict;
 pub mod report;
 pub mod runner;
+mod simd;
 pub mod synthetic;
 pub mod tensor_io;
 pub mod train;

@@ -6,7 +6,6 @@ mod fused;
 pub mod loading;
 pub(crate) mod ops;
 mod segformer;
-mod simd;
 mod upernet;
 mod winograd;
 pub mod zoo;

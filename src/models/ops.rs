@@ -5,8 +5,8 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, T
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::simd::vectorized;
 use super::winograd::Winograd;
+use crate::simd::vectorized;
 
 /// A depthwise k x k convolution (one filter per channel; any stride and dilation). candle
 /// runs a grouped convolution as one convolution per group, which made these layers about

@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
 
 use super::ops::Activation;
-use super::simd::vectorized;
+use crate::simd::vectorized;
 
 /// At most this many tiles are transformed at once (bounds the 16 C_in x tiles buffer).
 const TILES_PER_BLOCK: usize = 256;

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::float::Prob;
-use super::objective::RmaObjective;
+use super::objective::{Increment, RmaObjective};
 use super::rma::RmaSearch;
 use super::torch_sum::{torch_sum, TorchSum, MAX_GROUP_LEN};
 use super::{ProbMap, UnassignedPolicy};
@@ -86,34 +86,50 @@ pub(super) fn selections<T: Prob>(map: &ProbMap<T>, cuts: &[Option<super::Cut<T>
             for (c, cut) in cuts.iter().enumerate() {
                 let Some(cut) = cut else { continue };
                 let row = &map.row(0, c)[start..start + count.len()];
-                if cut.ties.is_none() {
-                    // No tie list: the test is one comparison, and the loop vectorises.
-                    let value = cut.value;
-                    mark(row, count, first, c as u32, |_, p| p >= value);
-                } else {
-                    mark(row, count, first, c as u32, |i, p| cut.selects(start + i, p));
+                let (value, class) = (cut.value, c as u32);
+                // One comparison per pixel, vectorised; with a tie list, the pixels equal
+                // to the cut value are left to it.
+                match &cut.ties {
+                    None => mark(row, count, first, class, move |p| p >= value),
+                    Some(ties) => {
+                        mark(row, count, first, class, move |p| p > value);
+                        let from = ties.partition_point(|&i| (i as usize) < start);
+                        let to = ties.partition_point(|&i| (i as usize) < start + count.len());
+                        for &i in &ties[from..to] {
+                            let j = i as usize - start;
+                            count[j] += 1;
+                            first[j] = class;
+                        }
+                    }
                 }
             }
         });
     Selections { count, first }
 }
 
-/// Counts the pixels of `row` that `selects` (given index and value) in `count`, and
-/// makes `class` their owner.
+/// Counts the pixels of `row` that `selects` (given the value) in `count`, and makes
+/// `class` their owner.
 #[inline(always)]
-fn mark<T: Prob>(
-    row: &[T],
-    count: &mut [u32],
-    owner: &mut [u32],
-    class: u32,
-    selects: impl Fn(usize, T) -> bool,
-) {
-    for (i, (&p, (n, o))) in row.iter().zip(count.iter_mut().zip(owner.iter_mut())).enumerate() {
-        let selected = selects(i, p);
-        *n += selected as u32;
-        // Only read where exactly one class selected the pixel.
-        *o = if selected { class } else { *o };
+fn mark<T: Prob>(row: &[T], count: &mut [u32], owner: &mut [u32], class: u32, selects: impl Fn(T) -> bool) {
+    // The slices go in as arguments of the compiled-again function, where the compiler
+    // knows they do not overlap (captured by a closure, it would not, and would not
+    // vectorise).
+    #[inline(always)]
+    fn each<T: Prob>(
+        row: &[T],
+        count: &mut [u32],
+        owner: &mut [u32],
+        class: u32,
+        selects: impl Fn(T) -> bool,
+    ) {
+        for (&p, (n, o)) in row.iter().zip(count.iter_mut().zip(owner.iter_mut())) {
+            let selected = selects(p);
+            *n += selected as u32;
+            // Only read where exactly one class selected the pixel.
+            *o = if selected { class } else { *o };
+        }
     }
+    crate::simd::vectorized(move || each(row, count, owner, class, selects))
 }
 
 impl<'a, T: Prob> ImageSelection<'a, T> {
@@ -130,10 +146,10 @@ impl<'a, T: Prob> ImageSelection<'a, T> {
     /// the other classes' zeros would change nothing).
     fn sole_owners(&self, sel: &Selections) -> (Vec<T>, Vec<T>) {
         let selecting: Vec<usize> = self.selecting_classes().map(|(c, _)| c).collect();
-        // One pass per selecting class, in parallel, beats one serial pass over all
-        // classes while the classes are few (binary maps, Cityscapes); ADE20K's 150 stay
-        // on the serial pass.
-        if selecting.len() > 4 * rayon::current_num_threads() {
+        // One pass per selecting class, in parallel, reads the selections once per class:
+        // it beats one serial pass over all classes only while there is a thread per
+        // class (binary maps); Cityscapes' and ADE20K's classes take the serial pass.
+        if selecting.len() > rayon::current_num_threads() {
             return self.sole_owners_serial(sel);
         }
         let per_class: Vec<(usize, T)> = selecting.par_iter().map(|&c| self.owned_alone(sel, c)).collect();
@@ -148,29 +164,8 @@ impl<'a, T: Prob> ImageSelection<'a, T> {
     /// Count and mass of the pixels class `c` owns alone: torch's sum of the row times
     /// the 0/1 ownership mask, in whole groups (a vectorised pass).
     fn owned_alone(&self, sel: &Selections, c: usize) -> (usize, T) {
-        let dim = self.map.dim;
         let row = self.map.row(0, c);
-        let owned = |i: usize| sel.count[i] == 1 && sel.first[i] == c as u32;
-        let group = TorchSum::<T>::group_len();
-        let whole = TorchSum::<T>::groups(dim) * group;
-        let mut sum = TorchSum::<T>::new(dim);
-        let mut count = 0usize;
-        let mut values = [T::ZERO; MAX_GROUP_LEN];
-        let values = &mut values[..group];
-        for start in (0..whole).step_by(group) {
-            for (k, v) in values.iter_mut().enumerate() {
-                let mine = owned(start + k);
-                count += mine as usize;
-                *v = if mine { row[start + k] } else { T::ZERO };
-            }
-            sum.add_group(values);
-            sum.end_group();
-        }
-        let rest: Vec<T> = (whole..dim)
-            .map(|i| if owned(i) { row[i] } else { T::ZERO })
-            .collect();
-        count += (whole..dim).filter(|&i| owned(i)).count();
-        (count, sum.finish(&rest))
+        crate::simd::vectorized(move || owned_alone(row, &sel.count, &sel.first, c as u32))
     }
 
     /// `sole_owners` in one serial pass over the pixels for all classes at once.
@@ -218,51 +213,227 @@ impl<'a, T: Prob> ImageSelection<'a, T> {
             may_take_unassigned[c] = true;
         }
         // Every class a contested pixel may go to, in class order.
-        let candidates: Vec<usize> = (0..self.map.classes)
+        let candidates: Vec<Candidate<T>> = (0..self.map.classes)
             .filter(|&c| may_take_unassigned[c] || self.cuts[c].is_some())
+            .map(|c| Candidate {
+                class: c,
+                row: self.map.row(0, c),
+                cut: self.cuts[c].as_ref(),
+                takes_unassigned: may_take_unassigned[c],
+                increment: objective.increment(owned[c], owned_mass[c], self.masses[c]),
+            })
             .collect();
         labels.par_chunks_mut(PIXELS).enumerate().for_each(|(k, labels)| {
             let start = k * PIXELS;
-            let mut contested: Vec<usize> = Vec::new();
-            for (j, label) in labels.iter_mut().enumerate() {
-                let i = start + j;
-                match sel.count[i] {
-                    1 => *label = i64::from(sel.first[i]),
+            let count = &sel.count[start..start + labels.len()];
+            let mut contested = 0;
+            for ((label, &n), &first) in labels.iter_mut().zip(count).zip(&sel.first[start..]) {
+                match n {
+                    1 => *label = i64::from(first),
                     0 if unassigned.is_empty() => *label = void_index,
-                    _ => contested.push(i),
+                    _ => contested += 1,
                 }
             }
-            if contested.is_empty() {
-                return;
+            if contested * DENSE_SHARE >= labels.len() {
+                dense_winners(&candidates, start, count, labels);
+            } else if contested > 0 {
+                sparse_winners(&candidates, start, count, labels);
             }
-            // The first class with the largest score, as torch's argmax over classes: class
-            // by class over the contested pixels, so each class's constants are computed once
-            // (the same operations in the same precision, hoisted out of the pixel loop).
-            let mut top = vec![T::ZERO; contested.len()];
-            let mut winner = vec![None; contested.len()];
-            for &c in &candidates {
-                let row = self.map.row(0, c);
-                let (count, mass, mu) = (owned[c], owned_mass[c], self.masses[c]);
-                let cut = self.cuts[c].as_ref();
-                for ((&i, top), winner) in contested.iter().zip(&mut top).zip(&mut winner) {
-                    let p = row[i];
-                    let eligible = if sel.count[i] == 0 {
-                        may_take_unassigned[c]
-                    } else {
-                        cut.is_some_and(|cut| cut.selects(i, p))
-                    };
-                    if eligible {
-                        let score = objective.increment(p, count, mass, mu);
-                        if winner.is_none() || score > *top {
-                            (*top, *winner) = (score, Some(c));
-                        }
+        });
+    }
+}
+
+/// A chunk's contested pixels are scored over the whole chunk, vectorised, once at least
+/// one in this many is contested (pixels no class selected, under `max_score`, make whole
+/// chunks contested).
+const DENSE_SHARE: usize = 8;
+
+/// A class that may win contested pixels: where its row is, what it selects, and its
+/// score increment.
+struct Candidate<'a, T> {
+    class: usize,
+    row: &'a [T],
+    cut: Option<&'a super::Cut<T>>,
+    takes_unassigned: bool,
+    increment: Increment<T>,
+}
+
+impl<T: Prob> Candidate<'_, T> {
+    /// Whether this class may take pixel `i` of value `p` that `count` classes selected
+    /// (0 or at least 2).
+    #[inline]
+    fn eligible(&self, i: usize, p: T, count: u32) -> bool {
+        if count == 0 {
+            self.takes_unassigned
+        } else {
+            self.cut.is_some_and(|cut| cut.selects(i, p))
+        }
+    }
+}
+
+/// The first class with the largest increment, as torch's argmax over classes, for the
+/// contested pixels of the chunk at `start` (`count`: how many classes selected each),
+/// written to `labels`: class by class over a list of them, so each class's row is read
+/// in order.
+fn sparse_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u32], labels: &mut [i64]) {
+    let contested: Vec<usize> = (0..count.len()).filter(|&j| count[j] != 1).collect();
+    let mut top = vec![T::ZERO; contested.len()];
+    let mut winner = vec![None; contested.len()];
+    for candidate in candidates {
+        for ((&j, top), winner) in contested.iter().zip(&mut top).zip(&mut winner) {
+            let p = candidate.row[start + j];
+            if candidate.eligible(start + j, p, count[j]) {
+                let score = candidate.increment.at(p);
+                if winner.is_none() || score > *top {
+                    (*top, *winner) = (score, Some(candidate.class));
+                }
+            }
+        }
+    }
+    for (&j, winner) in contested.iter().zip(&winner) {
+        if let Some(winner) = winner {
+            labels[j] = *winner as i64;
+        }
+    }
+}
+
+/// `ImageSelection::owned_alone` on plain slices (inlined into the vectorised version).
+#[inline(always)]
+fn owned_alone<T: Prob>(row: &[T], count: &[u32], first: &[u32], c: u32) -> (usize, T) {
+    let dim = row.len();
+    let owned = |i: usize| count[i] == 1 && first[i] == c;
+    let group = TorchSum::<T>::group_len();
+    let whole = TorchSum::<T>::groups(dim) * group;
+    let mut sum = TorchSum::<T>::new(dim);
+    let mut owned_count = 0usize;
+    let mut values = [T::ZERO; MAX_GROUP_LEN];
+    let values = &mut values[..group];
+    let groups = row[..whole]
+        .chunks_exact(group)
+        .zip(count.chunks_exact(group).zip(first.chunks_exact(group)));
+    for (row, (count, first)) in groups {
+        let mut mine = 0u32;
+        for (v, (&p, (&n, &f))) in values.iter_mut().zip(row.iter().zip(count.iter().zip(first))) {
+            let owned = (n == 1) & (f == c);
+            mine += owned as u32;
+            *v = if owned { p } else { T::ZERO };
+        }
+        owned_count += mine as usize;
+        sum.add_group(values);
+        sum.end_group();
+    }
+    let rest: Vec<T> = (whole..dim)
+        .map(|i| if owned(i) { row[i] } else { T::ZERO })
+        .collect();
+    owned_count += (whole..dim).filter(|&i| owned(i)).count();
+    (owned_count, sum.finish(&rest))
+}
+
+/// No winner yet.
+const NONE: u32 = u32::MAX;
+
+/// One candidate's pass over a chunk in `dense_winners`.
+struct ClassPass<T> {
+    class: u32,
+    /// The cut value, and whether it has a tie list (then only larger values are taken
+    /// here).
+    cut: Option<(T, bool)>,
+    takes_unassigned: bool,
+}
+
+impl<T: Prob> ClassPass<T> {
+    #[inline(always)]
+    fn run(&self, row: &[T], count: &[u32], top: &mut [T], winner: &mut [u32], score: impl Fn(T) -> T) {
+        let (has_cut, (value, strict)) = (self.cut.is_some(), self.cut.unwrap_or((T::ZERO, false)));
+        let (class, takes_unassigned) = (self.class, self.takes_unassigned);
+        crate::simd::vectorized(move || {
+            for (((&p, &selectors), top), winner) in
+                row.iter().zip(count).zip(top.iter_mut()).zip(winner.iter_mut())
+            {
+                let selected = has_cut & ((p > value) | (!strict & (p == value)));
+                let eligible = ((selectors == 0) & takes_unassigned) | ((selectors >= 2) & selected);
+                let score = score(p);
+                let better = eligible & ((*winner == NONE) | (score > *top));
+                *top = if better { score } else { *top };
+                *winner = if better { class } else { *winner };
+            }
+        })
+    }
+}
+
+/// `sparse_winners` over every pixel of the chunk, branch-free and vectorised: the
+/// pixels equal to a cut value with a tie list are left to `Cut::selects` after each
+/// class's pass, so the class order of the updates is kept.
+fn dense_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u32], labels: &mut [i64]) {
+    let n = count.len();
+    let mut top = [T::ZERO; PIXELS];
+    let mut winner = [NONE; PIXELS];
+    let (top, winner) = (&mut top[..n], &mut winner[..n]);
+    for candidate in candidates {
+        let row = &candidate.row[start..start + n];
+        let class = candidate.class as u32;
+        let class_pass = ClassPass {
+            class,
+            cut: candidate.cut.map(|cut| (cut.value, cut.ties.is_some())),
+            takes_unassigned: candidate.takes_unassigned,
+        };
+        let (top, winner) = (&mut *top, &mut *winner);
+        // One loop per form of the increment, the form known inside it, so that each
+        // vectorises.
+        match candidate.increment {
+            Increment::Dice { centre, scale } => class_pass.run(row, count, top, winner, move |p| {
+                Increment::Dice { centre, scale }.at(p)
+            }),
+            Increment::DiceSmoothed {
+                denom,
+                mass,
+                product,
+                base,
+            } => class_pass.run(row, count, top, winner, move |p| {
+                Increment::DiceSmoothed {
+                    denom,
+                    mass,
+                    product,
+                    base,
+                }
+                .at(p)
+            }),
+            Increment::Constant(value) => class_pass.run(row, count, top, winner, move |_| value),
+            Increment::Iou { base, denom } => class_pass.run(row, count, top, winner, move |p| {
+                Increment::Iou { base, denom }.at(p)
+            }),
+            Increment::IouScaled {
+                denom,
+                kept,
+                offset,
+                smooth,
+            } => class_pass.run(row, count, top, winner, move |p| {
+                Increment::IouScaled {
+                    denom,
+                    kept,
+                    offset,
+                    smooth,
+                }
+                .at(p)
+            }),
+        }
+        if let Some(ties) = candidate.cut.and_then(|cut| cut.ties.as_deref()) {
+            let first = ties.partition_point(|&i| (i as usize) < start);
+            let last = ties.partition_point(|&i| (i as usize) < start + n);
+            for &i in &ties[first..last] {
+                let j = i as usize - start;
+                if count[j] >= 2 {
+                    let score = candidate.increment.at(row[j]);
+                    if winner[j] == NONE || score > top[j] {
+                        (top[j], winner[j]) = (score, class);
                     }
                 }
             }
-            for (&i, winner) in contested.iter().zip(&winner) {
-                let winner = winner.expect("a contested pixel has at least one candidate class");
-                labels[i - start] = winner as i64;
-            }
-        });
+        }
+    }
+    for ((label, &selectors), &winner) in labels.iter_mut().zip(count).zip(winner.iter()) {
+        if selectors != 1 && winner != NONE {
+            *label = i64::from(winner);
+        }
     }
 }

@@ -106,47 +106,125 @@ impl RmaObjective {
         }
     }
 
-    /// The change in this class's score from giving it pixel `p`, when it already owns
-    /// `count` pixels of mass `mass` and its row mass is `mu` (rankseg 0.0.8's rearranged
-    /// forms, which avoid subtracting two nearly equal scores).
-    pub fn increment<T: Prob>(&self, p: T, count: T, mass: T, mu: T) -> T {
+    /// The change in a class's score from giving it a pixel, when it already owns `count`
+    /// pixels of mass `mass` and its row mass is `mu` (rankseg 0.0.8's rearranged forms,
+    /// which avoid subtracting two nearly equal scores): the parts that do not depend on
+    /// the pixel, computed once per class.
+    pub fn increment<T: Prob>(&self, count: T, mass: T, mu: T) -> Increment<T> {
         let sm = T::from_f64(self.smooth);
         let two = T::from_f64(2.0);
         match self.metric {
             Metric::Dice => {
                 let offset = count + mu + T::ONE;
                 if self.smooth == 0.0 {
-                    (p - mass / offset) * (offset + T::ONE).rdiv(two)
+                    Increment::Dice {
+                        centre: mass / offset,
+                        scale: (offset + T::ONE).rdiv(two),
+                    }
                 } else if self.scaled() {
                     let base = T::ONE + (offset - T::ONE) / sm;
                     let denom = T::ONE + offset / sm;
                     let next = T::ONE + (offset + T::ONE) / sm;
-                    two * (p * denom - mass / sm) / (denom * next) - (base * denom).rdiv(T::ONE)
+                    Increment::DiceSmoothed {
+                        denom,
+                        mass: mass / sm,
+                        product: denom * next,
+                        base: (base * denom).rdiv(T::ONE),
+                    }
                 } else {
                     let denom = offset + sm;
                     let base = denom - T::ONE;
                     if base == T::ZERO {
                         // An empty class that is certainly empty: a pixel takes its Dice
                         // from 1 to about 0.
-                        return -T::ONE;
+                        return Increment::Constant(-T::ONE);
                     }
-                    two * (p * denom - mass) / (denom * (denom + T::ONE)) - (base * denom).rdiv(sm)
+                    Increment::DiceSmoothed {
+                        denom,
+                        mass,
+                        product: denom * (denom + T::ONE),
+                        base: (base * denom).rdiv(sm),
+                    }
                 }
             }
             Metric::Iou => {
                 let offset = count + mu - mass;
                 if self.scaled() {
-                    let denom = T::ONE + offset / sm;
-                    let next = T::ONE + (offset - p + T::ONE) / sm;
-                    (p * denom - (T::ONE + mass / sm) * (T::ONE - p)) / (denom * next)
+                    Increment::IouScaled {
+                        denom: T::ONE + offset / sm,
+                        kept: T::ONE + mass / sm,
+                        offset,
+                        smooth: sm,
+                    }
                 } else {
                     let denom = offset + sm;
                     // 0/0 := 0 for an empty, identically zero class.
                     let safe = if denom == T::ZERO { T::ONE } else { denom };
-                    let base = (mass + sm) / safe;
-                    let rest = T::ONE - p;
-                    (p - base * rest) / (denom + rest)
+                    Increment::Iou {
+                        base: (mass + sm) / safe,
+                        denom,
+                    }
                 }
+            }
+        }
+    }
+}
+
+/// One class's score increment as a function of the pixel's probability (see
+/// `RmaObjective::increment`); `at` finishes rankseg's expression in its order.
+#[derive(Clone, Copy, Debug)]
+pub enum Increment<T> {
+    /// Dice without smoothing: `(p - centre) * scale`.
+    Dice {
+        centre: T,
+        scale: T,
+    },
+    /// Smoothed Dice (both forms): `2 (p denom - mass) / product - base`.
+    DiceSmoothed {
+        denom: T,
+        mass: T,
+        product: T,
+        base: T,
+    },
+    Constant(T),
+    /// IoU: `(p - base (1 - p)) / (denom + 1 - p)`.
+    Iou {
+        base: T,
+        denom: T,
+    },
+    /// IoU above the scaling smoothness.
+    IouScaled {
+        denom: T,
+        kept: T,
+        offset: T,
+        smooth: T,
+    },
+}
+
+impl<T: Prob> Increment<T> {
+    #[inline(always)]
+    pub fn at(&self, p: T) -> T {
+        match *self {
+            Increment::Dice { centre, scale } => (p - centre) * scale,
+            Increment::DiceSmoothed {
+                denom,
+                mass,
+                product,
+                base,
+            } => T::from_f64(2.0) * (p * denom - mass) / product - base,
+            Increment::Constant(value) => value,
+            Increment::Iou { base, denom } => {
+                let rest = T::ONE - p;
+                (p - base * rest) / (denom + rest)
+            }
+            Increment::IouScaled {
+                denom,
+                kept,
+                offset,
+                smooth,
+            } => {
+                let next = T::ONE + (offset - p + T::ONE) / smooth;
+                (p * denom - kept * (T::ONE - p)) / (denom * next)
             }
         }
     }

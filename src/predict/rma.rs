@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::float::Prob;
 use super::objective::RmaObjective;
-use super::torch_sum::TorchSum;
+use super::torch_sum::torch_sum;
 use super::volume::{optimal_cut, Cut, CHUNK};
 use super::{PredictError, ProbMap};
 
@@ -154,18 +154,17 @@ pub fn search<T: Prob>(
             if !on {
                 return (None, None);
             }
-            let (mass, mu_t) = masses(row);
+            // What rankseg divides by, in one pass in the input's precision.
+            let mu_t = crate::simd::vectorized(move || torch_sum(row));
             let stats = RowStats {
                 min: T::ZERO,
                 max: scan.max,
-                mass,
+                mass: scan.mass,
                 above_half: scan.above_half,
             };
             let floor = stats.search_floor(objective);
-            (
-                optimal_cut(row, scan.max, (mass, mu_t), floor, objective),
-                Some(mu_t),
-            )
+            let cut = optimal_cut(row, scan.max, (scan.mass, mu_t), floor, objective);
+            (cut, Some(mu_t))
         })
         .unzip();
     Ok(RmaSearch {
@@ -183,6 +182,9 @@ pub fn search<T: Prob>(
 struct RowScan<T> {
     max: T,
     in_unit: bool,
+    /// The mass in f64, in a fixed order of partial sums (the search screens with it;
+    /// rankseg's own division uses torch's sum).
+    mass: f64,
     above_half: (usize, f64),
 }
 
@@ -192,74 +194,71 @@ impl<T: Prob> RowScan<T> {
         let start = RowScan {
             max: T::ZERO,
             in_unit: true,
+            mass: 0.0,
             above_half: (0, 0.0),
         };
         partials.into_iter().fold(start, |a, b| RowScan {
             max: if b.max > a.max { b.max } else { a.max },
             in_unit: a.in_unit & b.in_unit,
+            mass: a.mass + b.mass,
             above_half: (a.above_half.0 + b.above_half.0, a.above_half.1 + b.above_half.1),
         })
     }
 
-    /// Eight interleaved lanes, branch-free, so the loop vectorises in the input precision.
+    /// Sixteen interleaved lanes, branch-free, compiled for the widest vector unit, so
+    /// the scan runs at memory speed. A NaN escapes the comparisons but not the mass, so
+    /// "in [0, 1]" is min >= 0, max <= 1 and a finite mass: three lane operations, where
+    /// a per-value range test costs a mask conversion per value.
     fn of_chunk(chunk: &[T]) -> Self {
-        const LANES: usize = 8;
-        let half = T::from_f64(0.5);
-        let (mut max, mut in_unit) = ([T::ZERO; LANES], [true; LANES]);
-        let (mut count, mut heavy) = ([0u32; LANES], [T::ZERO; LANES]);
-        let body = chunk.chunks_exact(LANES);
-        let rest = body.remainder();
-        for values in body {
-            for j in 0..LANES {
-                let p = values[j];
-                max[j] = if p > max[j] { p } else { max[j] };
-                in_unit[j] &= (p >= T::ZERO) & (p <= T::ONE);
-                let above = p > half;
-                count[j] += above as u32;
-                heavy[j] = heavy[j] + if above { p } else { T::ZERO };
-            }
-        }
-        for (j, &p) in rest.iter().enumerate() {
-            max[j] = if p > max[j] { p } else { max[j] };
-            in_unit[j] &= (p >= T::ZERO) & (p <= T::ONE);
-            let above = p > half;
-            count[j] += above as u32;
-            heavy[j] = heavy[j] + if above { p } else { T::ZERO };
-        }
-        RowScan {
-            max: max.into_iter().fold(T::ZERO, |a, b| if b > a { b } else { a }),
-            in_unit: in_unit.into_iter().all(|ok| ok),
-            above_half: (
-                count.iter().map(|&n| n as usize).sum(),
-                heavy.iter().map(|h| h.to_f64()).sum(),
-            ),
-        }
+        crate::simd::vectorized(move || scan_lanes(chunk))
     }
 }
 
-/// A row's mass in f64 (four interleaved sums, so that they vectorise; the order only
-/// moves the screening's input by far less than the input precision resolves) and as
-/// torch sums it, in one pass.
-fn masses<T: Prob>(row: &[T]) -> (f64, T) {
-    const LANES: usize = 4;
-    let group = TorchSum::<T>::group_len();
-    let whole = TorchSum::<T>::groups(row.len()) * group;
-    let mut torch = TorchSum::<T>::new(row.len());
-    let mut mass = [0.0f64; LANES];
-    for values in row[..whole].chunks_exact(group) {
-        torch.add_group(values);
-        torch.end_group();
-        for quad in values.chunks_exact(LANES) {
-            for (m, &p) in mass.iter_mut().zip(quad) {
-                *m += p.to_f64();
-            }
+#[inline(always)]
+fn scan_lanes<T: Prob>(chunk: &[T]) -> RowScan<T> {
+    const LANES: usize = 16;
+    let half = T::from_f64(0.5);
+    let (mut max, mut min) = ([T::ZERO; LANES], [T::ONE; LANES]);
+    let (mut mass, mut count, mut heavy) = ([0.0f64; LANES], [0u32; LANES], [T::ZERO; LANES]);
+    let body = chunk.chunks_exact(LANES);
+    let rest = body.remainder();
+    let mut add = |j: usize, p: T| {
+        max[j] = if p > max[j] { p } else { max[j] };
+        min[j] = if p < min[j] { p } else { min[j] };
+        let above = p > half;
+        count[j] += above as u32;
+        heavy[j] = heavy[j] + if above { p } else { T::ZERO };
+    };
+    for values in body.clone() {
+        for (j, &p) in values.iter().enumerate() {
+            add(j, p);
         }
     }
-    let rest = &row[whole..];
     for (j, &p) in rest.iter().enumerate() {
-        mass[j % LANES] += p.to_f64();
+        add(j, p);
     }
-    (mass.iter().sum(), torch.finish(rest))
+    // A second loop over the chunk (now in cache): with the f64 sums in the first, the
+    // compiler no longer vectorises it.
+    for values in body {
+        for (m, &p) in mass.iter_mut().zip(values) {
+            *m += p.to_f64();
+        }
+    }
+    for (m, &p) in mass.iter_mut().zip(rest) {
+        *m += p.to_f64();
+    }
+    let max = max.into_iter().fold(T::ZERO, |a, b| if b > a { b } else { a });
+    let min = min.into_iter().fold(T::ONE, |a, b| if b < a { b } else { a });
+    let mass: f64 = mass.iter().sum();
+    RowScan {
+        max,
+        in_unit: min >= T::ZERO && max <= T::ONE && mass.is_finite(),
+        mass,
+        above_half: (
+            count.iter().map(|&n| n as usize).sum(),
+            heavy.iter().map(|h| h.to_f64()).sum(),
+        ),
+    }
 }
 
 impl<T: Prob> RmaSearch<T> {

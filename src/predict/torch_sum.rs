@@ -132,7 +132,10 @@ fn accumulate<T: Prob>(into: &mut Vectors<T>, from: &Vectors<T>) {
     }
 }
 
-/// A row's sum in torch's order and precision.
+/// A row's sum in torch's order and precision. Inlined, so that a caller's
+/// `simd::vectorized` compiles it for the wider unit (the lanes are torch's, whatever the
+/// unit).
+#[inline(always)]
 pub fn torch_sum<T: Prob>(row: &[T]) -> T {
     let mut sum = TorchSum::new(row.len());
     let whole = TorchSum::<T>::groups(row.len()) * TorchSum::<T>::group_len();

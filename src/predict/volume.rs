@@ -122,9 +122,20 @@ impl Window {
         (T::from_f64(self.lo), T::from_f64(self.hi))
     }
 
-    #[inline]
-    fn contains<T: Prob>(&self, (lo, hi): (T, T), p: T) -> bool {
-        (p >= lo && p <= hi) || (self.tail && p < lo)
+    /// The row's values in the window with their indices, in index order. Blocks with
+    /// no value in it are skipped after one vectorised test (values are in [0, 1], so
+    /// with the tail the window is everything up to `hi`).
+    fn members<T: Prob>(&self, row: &[T]) -> Vec<(T, u32)> {
+        let (lo, hi) = self.bounds::<T>();
+        let lo = if self.tail { T::ZERO } else { lo };
+        let mut members = Vec::new();
+        for (block, first) in row.chunks(SKIP_BLOCK).zip((0u32..).step_by(SKIP_BLOCK)) {
+            if any_inside(block, lo, hi) {
+                let inside = (first..).zip(block).filter(|&(_, &p)| p >= lo && p <= hi);
+                members.extend(inside.map(|(i, &p)| (p, i)));
+            }
+        }
+        members
     }
 
     /// One pass over the row; partial histograms of fixed chunks, merged in order. Only
@@ -138,19 +149,24 @@ impl Window {
             .par_chunks(CHUNK)
             .map(|chunk| {
                 let mut bins = vec![Bin::EMPTY; BINS];
-                for &p in chunk {
-                    if p > hi || p < lo {
+                for block in chunk.chunks(SKIP_BLOCK) {
+                    if !any_inside(block, lo, hi) {
                         continue;
                     }
-                    let p = p.to_f64();
-                    let j = (((self.hi - p) * scale) as usize).min(BINS - 1);
-                    let bin = &mut bins[j];
-                    bin.count += 1;
-                    bin.sum += p;
-                    // Plain comparisons: the values are finite (checked), and `f64::min`'s
-                    // NaN handling costs a third of this loop.
-                    bin.min = if p < bin.min { p } else { bin.min };
-                    bin.max = if p > bin.max { p } else { bin.max };
+                    for &p in block {
+                        if p > hi || p < lo {
+                            continue;
+                        }
+                        let p = p.to_f64();
+                        let j = (((self.hi - p) * scale) as usize).min(BINS - 1);
+                        let bin = &mut bins[j];
+                        bin.count += 1;
+                        bin.sum += p;
+                        // Plain comparisons: the values are finite (checked), and
+                        // `f64::min`'s NaN handling costs a third of this loop.
+                        bin.min = if p < bin.min { p } else { bin.min };
+                        bin.max = if p > bin.max { p } else { bin.max };
+                    }
                 }
                 bins
             })
@@ -185,6 +201,16 @@ impl Window {
             max: T::from_f64(self.lo).next_down().to_f64().max(0.0),
         }
     }
+}
+
+/// Values per block that the histogram skips whole when none of them is in the window
+/// (most blocks of a row lie below it).
+const SKIP_BLOCK: usize = 64;
+
+/// Whether any value of `block` lies in `[lo, hi]`: branch-free, vectorised.
+#[inline]
+fn any_inside<T: Prob>(block: &[T], lo: T, hi: T) -> bool {
+    crate::simd::vectorized(move || block.iter().fold(false, |any, &p| any | ((p >= lo) & (p <= hi))))
 }
 
 /// A volume the search scores: `t` pixels of prefix mass `s`, ending at `end`.
@@ -280,13 +306,7 @@ pub fn optimal_cut<T: Prob>(
     }
 
     // Sort the candidates and score every volume among them.
-    let bounds = window.bounds::<T>();
-    let mut sorted: Vec<(T, u32)> = row
-        .iter()
-        .zip(0u32..)
-        .filter(|(&p, _)| window.contains(bounds, p))
-        .map(|(&p, i)| (p, i))
-        .collect();
+    let mut sorted = window.members(row);
     sorted.sort_unstable_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
     let mut s = s0;
     for (k, (p, _)) in sorted.iter().enumerate() {

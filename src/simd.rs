@@ -1,4 +1,5 @@
-//! The widest vector unit for our own loops. candle and our crate are compiled for baseline
+//! The widest vector unit for our own loops (the models' kernels, the predictors' scans): a
+//! leaf module that imports nothing. candle and our crate are compiled for baseline
 //! x86-64 (SSE2), so loops the compiler vectorises use 4 lanes; `vectorized` runs a piece of
 //! work compiled again for AVX-512F or AVX2 when the CPU has it. The arithmetic is the same
 //! in every version (no fused multiply-add, no reordering), so results do not depend on the

@@ -7,7 +7,9 @@
 
 /// Runs `work`, compiled for the best of AVX-512F, AVX2 and the baseline this CPU offers.
 /// Call it inside a parallel loop's body (each worker decides for its own piece); `work`
-/// should be a closure whose loops are plain slice iterations.
+/// should be a closure whose loops are plain slice iterations, marked
+/// `#[inline(always)]`: it is called from three versions, and a large closure would
+/// otherwise stay one baseline function that they all call.
 #[inline(always)]
 pub fn vectorized<R>(work: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

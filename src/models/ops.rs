@@ -242,45 +242,48 @@ impl CustomOp1 for DepthwiseConv2d {
         let (oh, ow) = (self.geometry.output_len(h, k)?, self.geometry.output_len(w, k)?);
         let mut out = vec![0f32; b * c * oh * ow];
         out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
-            vectorized(|| {
-                let ch = plane % c;
-                let src = &input[plane * h * w..(plane + 1) * h * w];
-                let filter = &self.weight[ch * k * k..(ch + 1) * k * k];
-                out.fill(self.bias[ch]);
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let wgt = filter[ky * k + kx];
-                        // Output columns x whose input column x s + kx d - pad is inside the row.
-                        let shift = kx * d;
-                        let x0 = pad.saturating_sub(shift).div_ceil(s);
-                        let x1 = (w + pad).saturating_sub(shift).div_ceil(s).min(ow);
-                        if x0 >= x1 {
-                            continue;
-                        }
-                        for y in 0..oh {
-                            let sy = y * s + ky * d;
-                            if sy < pad || sy >= h + pad {
+            vectorized(
+                #[inline(always)]
+                || {
+                    let ch = plane % c;
+                    let src = &input[plane * h * w..(plane + 1) * h * w];
+                    let filter = &self.weight[ch * k * k..(ch + 1) * k * k];
+                    out.fill(self.bias[ch]);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let wgt = filter[ky * k + kx];
+                            // Output columns x whose input column x s + kx d - pad is inside the row.
+                            let shift = kx * d;
+                            let x0 = pad.saturating_sub(shift).div_ceil(s);
+                            let x1 = (w + pad).saturating_sub(shift).div_ceil(s).min(ow);
+                            if x0 >= x1 {
                                 continue;
                             }
-                            let row = &src[(sy - pad) * w..(sy - pad + 1) * w];
-                            let dst = &mut out[y * ow..(y + 1) * ow];
-                            if s == 1 {
-                                let from = &row[x0 + shift - pad..x1 + shift - pad];
-                                for (o, &v) in dst[x0..x1].iter_mut().zip(from) {
-                                    *o += wgt * v;
+                            for y in 0..oh {
+                                let sy = y * s + ky * d;
+                                if sy < pad || sy >= h + pad {
+                                    continue;
                                 }
-                            } else {
-                                for x in x0..x1 {
-                                    dst[x] += wgt * row[x * s + shift - pad];
+                                let row = &src[(sy - pad) * w..(sy - pad + 1) * w];
+                                let dst = &mut out[y * ow..(y + 1) * ow];
+                                if s == 1 {
+                                    let from = &row[x0 + shift - pad..x1 + shift - pad];
+                                    for (o, &v) in dst[x0..x1].iter_mut().zip(from) {
+                                        *o += wgt * v;
+                                    }
+                                } else {
+                                    for x in x0..x1 {
+                                        dst[x] += wgt * row[x * s + shift - pad];
+                                    }
                                 }
                             }
                         }
                     }
-                }
-                if self.activation != Activation::Identity {
-                    self.activation.apply(out, 0.0);
-                }
-            })
+                    if self.activation != Activation::Identity {
+                        self.activation.apply(out, 0.0);
+                    }
+                },
+            )
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
     }
@@ -349,32 +352,35 @@ impl CustomOp1 for TokenDepthwise<'_> {
         out.par_chunks_mut(w * c).enumerate().for_each(|(row, dst)| {
             let (image, y) = (row / h, row % h);
             let src = &input[image * n * c..(image + 1) * n * c];
-            vectorized(|| {
-                for x in 0..w {
-                    let pixel = &mut dst[x * c..(x + 1) * c];
-                    pixel.copy_from_slice(&conv.bias);
-                    for ky in 0..k {
-                        let sy = y + ky;
-                        if sy < pad || sy >= h + pad {
-                            continue;
-                        }
-                        for kx in 0..k {
-                            let sx = x + kx;
-                            if sx < pad || sx >= w + pad {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for x in 0..w {
+                        let pixel = &mut dst[x * c..(x + 1) * c];
+                        pixel.copy_from_slice(&conv.bias);
+                        for ky in 0..k {
+                            let sy = y + ky;
+                            if sy < pad || sy >= h + pad {
                                 continue;
                             }
-                            let from = &src[((sy - pad) * w + sx - pad) * c..][..c];
-                            let tap = &taps[(ky * k + kx) * c..][..c];
-                            for ((o, &v), &t) in pixel.iter_mut().zip(from).zip(tap) {
-                                *o += v * t;
+                            for kx in 0..k {
+                                let sx = x + kx;
+                                if sx < pad || sx >= w + pad {
+                                    continue;
+                                }
+                                let from = &src[((sy - pad) * w + sx - pad) * c..][..c];
+                                let tap = &taps[(ky * k + kx) * c..][..c];
+                                for ((o, &v), &t) in pixel.iter_mut().zip(from).zip(tap) {
+                                    *o += v * t;
+                                }
                             }
                         }
+                        if conv.activation != Activation::Identity {
+                            conv.activation.apply(pixel, 0.0);
+                        }
                     }
-                    if conv.activation != Activation::Identity {
-                        conv.activation.apply(pixel, 0.0);
-                    }
-                }
-            });
+                },
+            );
         });
         Ok((CpuStorage::F32(out), Shape::from((b, n, c))))
     }
@@ -530,7 +536,12 @@ impl SameConv<'_> {
             let act = self.activation;
             dst.par_chunks_mut(pixels)
                 .zip(self.bias.par_iter())
-                .for_each(|(plane, &bias)| vectorized(|| act.apply(plane, bias)));
+                .for_each(|(plane, &bias)| {
+                    vectorized(
+                        #[inline(always)]
+                        || act.apply(plane, bias),
+                    )
+                });
         }
         out
     }
@@ -637,13 +648,16 @@ impl CustomOp1 for SameConv<'_> {
                 .zip(full.par_chunks(h * wp))
                 .zip(self.bias.par_iter())
                 .for_each(|((plane, computed), &bias)| {
-                    vectorized(|| {
-                        for y in 0..h {
-                            let row = &mut plane[y * w..(y + 1) * w];
-                            row.copy_from_slice(&computed[y * wp..y * wp + w]);
-                            act.apply(row, bias);
-                        }
-                    })
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for y in 0..h {
+                                let row = &mut plane[y * w..(y + 1) * w];
+                                row.copy_from_slice(&computed[y * wp..y * wp + w]);
+                                act.apply(row, bias);
+                            }
+                        },
+                    )
                 });
         }
         Ok((CpuStorage::F32(out), Shape::from((b, c_out, h, w))))
@@ -759,11 +773,14 @@ impl CustomOp1 for Dense {
         }
         let act = self.activation;
         out.par_chunks_mut(c_out * 64.min(rows.max(1))).for_each(|chunk| {
-            vectorized(|| {
-                for row in chunk.chunks_mut(c_out) {
-                    act.apply_biased(row, &self.bias);
-                }
-            })
+            vectorized(
+                #[inline(always)]
+                || {
+                    for row in chunk.chunks_mut(c_out) {
+                        act.apply_biased(row, &self.bias);
+                    }
+                },
+            )
         });
         let mut shape = lead.to_vec();
         shape.push(c_out);
@@ -937,15 +954,19 @@ impl CustomOp1 for Bilinear {
         out.par_chunks_mut(oh * ow)
             .zip(input.par_chunks(ih * iw))
             .for_each(|(dst, plane)| {
-                vectorized(|| {
-                    for (&(y0, y1, wy0, wy1), dst) in rows.iter().zip(dst.chunks_mut(ow)) {
-                        let (top, bottom) = (&plane[y0 * iw..(y0 + 1) * iw], &plane[y1 * iw..(y1 + 1) * iw]);
-                        for (o, &(x0, x1, wx0, wx1)) in dst.iter_mut().zip(&cols) {
-                            *o = wy0 * (wx0 * top[x0] + wx1 * top[x1])
-                                + wy1 * (wx0 * bottom[x0] + wx1 * bottom[x1]);
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (&(y0, y1, wy0, wy1), dst) in rows.iter().zip(dst.chunks_mut(ow)) {
+                            let (top, bottom) =
+                                (&plane[y0 * iw..(y0 + 1) * iw], &plane[y1 * iw..(y1 + 1) * iw]);
+                            for (o, &(x0, x1, wx0, wx1)) in dst.iter_mut().zip(&cols) {
+                                *o = wy0 * (wx0 * top[x0] + wx1 * top[x1])
+                                    + wy1 * (wx0 * bottom[x0] + wx1 * bottom[x1]);
+                            }
                         }
-                    }
-                })
+                    },
+                )
             });
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
     }

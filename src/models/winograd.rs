@@ -199,28 +199,31 @@ impl CustomOp1 for WinogradRun<'_> {
                 let m = &m;
                 dst.par_chunks_mut(h * w).enumerate().for_each(|(o, plane)| {
                     let bias = conv.bias[o];
-                    vectorized(|| {
-                        for t in 0..tiles {
-                            let (ti, tj) = (row0 + t / tw, t % tw);
-                            let mut mt = [[0f32; 4]; 4];
-                            for (xi, cell) in mt.iter_mut().flatten().enumerate() {
-                                *cell = m[(xi * c_out + o) * tiles + t];
-                            }
-                            let y2 = output_transform(&mt);
-                            for (r, row) in y2.iter().enumerate() {
-                                let y = 2 * ti + r;
-                                if y >= h {
-                                    continue;
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for t in 0..tiles {
+                                let (ti, tj) = (row0 + t / tw, t % tw);
+                                let mut mt = [[0f32; 4]; 4];
+                                for (xi, cell) in mt.iter_mut().flatten().enumerate() {
+                                    *cell = m[(xi * c_out + o) * tiles + t];
                                 }
-                                for (s, &value) in row.iter().enumerate() {
-                                    let x = 2 * tj + s;
-                                    if x < w {
-                                        plane[y * w + x] = act.scalar(value + bias);
+                                let y2 = output_transform(&mt);
+                                for (r, row) in y2.iter().enumerate() {
+                                    let y = 2 * ti + r;
+                                    if y >= h {
+                                        continue;
+                                    }
+                                    for (s, &value) in row.iter().enumerate() {
+                                        let x = 2 * tj + s;
+                                        if x < w {
+                                            plane[y * w + x] = act.scalar(value + bias);
+                                        }
                                     }
                                 }
                             }
-                        }
-                    })
+                        },
+                    )
                 });
             }
         }

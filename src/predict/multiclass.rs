@@ -129,7 +129,10 @@ fn mark<T: Prob>(row: &[T], count: &mut [u32], owner: &mut [u32], class: u32, se
             *o = if selected { class } else { *o };
         }
     }
-    crate::simd::vectorized(move || each(row, count, owner, class, selects))
+    crate::simd::vectorized(
+        #[inline(always)]
+        move || each(row, count, owner, class, selects),
+    )
 }
 
 impl<'a, T: Prob> ImageSelection<'a, T> {
@@ -165,7 +168,10 @@ impl<'a, T: Prob> ImageSelection<'a, T> {
     /// the 0/1 ownership mask, in whole groups (a vectorised pass).
     fn owned_alone(&self, sel: &Selections, c: usize) -> (usize, T) {
         let row = self.map.row(0, c);
-        crate::simd::vectorized(move || owned_alone(row, &sel.count, &sel.first, c as u32))
+        crate::simd::vectorized(
+            #[inline(always)]
+            move || owned_alone(row, &sel.count, &sel.first, c as u32),
+        )
     }
 
     /// `sole_owners` in one serial pass over the pixels for all classes at once.
@@ -346,18 +352,21 @@ impl<T: Prob> ClassPass<T> {
     fn run(&self, row: &[T], count: &[u32], top: &mut [T], winner: &mut [u32], score: impl Fn(T) -> T) {
         let (has_cut, (value, strict)) = (self.cut.is_some(), self.cut.unwrap_or((T::ZERO, false)));
         let (class, takes_unassigned) = (self.class, self.takes_unassigned);
-        crate::simd::vectorized(move || {
-            for (((&p, &selectors), top), winner) in
-                row.iter().zip(count).zip(top.iter_mut()).zip(winner.iter_mut())
-            {
-                let selected = has_cut & ((p > value) | (!strict & (p == value)));
-                let eligible = ((selectors == 0) & takes_unassigned) | ((selectors >= 2) & selected);
-                let score = score(p);
-                let better = eligible & ((*winner == NONE) | (score > *top));
-                *top = if better { score } else { *top };
-                *winner = if better { class } else { *winner };
-            }
-        })
+        crate::simd::vectorized(
+            #[inline(always)]
+            move || {
+                for (((&p, &selectors), top), winner) in
+                    row.iter().zip(count).zip(top.iter_mut()).zip(winner.iter_mut())
+                {
+                    let selected = has_cut & ((p > value) | (!strict & (p == value)));
+                    let eligible = ((selectors == 0) & takes_unassigned) | ((selectors >= 2) & selected);
+                    let score = score(p);
+                    let better = eligible & ((*winner == NONE) | (score > *top));
+                    *top = if better { score } else { *top };
+                    *winner = if better { class } else { *winner };
+                }
+            },
+        )
     }
 }
 

@@ -58,6 +58,18 @@ impl RmaObjective {
         }
     }
 
+    /// A probability above which pixels are probably in the optimal mask: the threshold
+    /// `unselectable_below` gives for the largest score either metric can reach (1).
+    /// Only a hint for where the search bins finely; `None` where that threshold says
+    /// nothing (smoothed Dice).
+    pub fn likely_selected_above(&self) -> Option<f64> {
+        match self.metric {
+            Metric::Dice if self.smooth != 0.0 => None,
+            Metric::Dice => Some(0.5),
+            Metric::Iou => Some(1.0 / (1.0 + 1.0)),
+        }
+    }
+
     /// How far apart two scores may be and still be reordered by rounding in `T`.
     pub fn margin<T: Prob>(&self, best: f64) -> f64 {
         if self.scaled() {

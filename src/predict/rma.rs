@@ -155,7 +155,10 @@ pub fn search<T: Prob>(
                 return (None, None);
             }
             // What rankseg divides by, in one pass in the input's precision.
-            let mu_t = crate::simd::vectorized(move || torch_sum(row));
+            let mu_t = crate::simd::vectorized(
+                #[inline(always)]
+                move || torch_sum(row),
+            );
             let stats = RowStats {
                 min: T::ZERO,
                 max: scan.max,
@@ -210,7 +213,10 @@ impl<T: Prob> RowScan<T> {
     /// "in [0, 1]" is min >= 0, max <= 1 and a finite mass: three lane operations, where
     /// a per-value range test costs a mask conversion per value.
     fn of_chunk(chunk: &[T]) -> Self {
-        crate::simd::vectorized(move || scan_lanes(chunk))
+        crate::simd::vectorized(
+            #[inline(always)]
+            move || scan_lanes(chunk),
+        )
     }
 }
 

@@ -107,12 +107,15 @@ impl Bin {
 /// The value range a level of the search bins: equal-width bins over `[lo, hi]`,
 /// largest values first, so that equal values share a bin and bin order is value order.
 /// Values above `hi` are already counted in the prefix; values below `lo` are past the
-/// candidates, except at the top level, where they share one last bin (`tail`).
+/// candidates, except at the top level, where they share one last bin (`tail`). At the
+/// top level the values above `head` (a hint: probably all selected) share one first
+/// bin, so that only the pixels between `lo` and `head` pay for binning.
 #[derive(Clone, Copy)]
 struct Window {
     lo: f64,
     hi: f64,
     tail: bool,
+    head: f64,
 }
 
 impl Window {
@@ -139,15 +142,19 @@ impl Window {
     }
 
     /// One pass over the row; partial histograms of fixed chunks, merged in order. Only
-    /// the pixels inside `[lo, hi]` are binned (most pixels fall outside: they cost two
-    /// comparisons in the input precision). The top level's tail, everything below `lo`,
-    /// is the rest of the row: `len` pixels of mass `mu` in all, none above `hi`.
+    /// the pixels inside `[lo, min(hi, head)]` are binned (most pixels fall outside: they
+    /// cost a vectorised test per block); those above `head` are counted into the first
+    /// bin by a vectorised pass. The top level's tail, everything below `lo`, is the rest
+    /// of the row: `len` pixels of mass `mu` in all, none above `hi`.
     fn histogram<T: Prob>(&self, row: &[T], mu: f64) -> Vec<Bin> {
-        let scale = BINS as f64 / (self.hi - self.lo);
-        let (lo, hi) = self.bounds::<T>();
-        let partials: Vec<Vec<Bin>> = row
+        let top = self.hi.min(self.head);
+        let scale = BINS as f64 / (top - self.lo);
+        let (lo, hi) = (T::from_f64(self.lo), T::from_f64(top));
+        let headed = self.head < self.hi;
+        let partials: Vec<(Bin, Vec<Bin>)> = row
             .par_chunks(CHUNK)
             .map(|chunk| {
+                let head = if headed { above(chunk, hi) } else { Bin::EMPTY };
                 let mut bins = vec![Bin::EMPTY; BINS];
                 for block in chunk.chunks(SKIP_BLOCK) {
                     if !any_inside(block, lo, hi) {
@@ -158,7 +165,7 @@ impl Window {
                             continue;
                         }
                         let p = p.to_f64();
-                        let j = (((self.hi - p) * scale) as usize).min(BINS - 1);
+                        let j = (((top - p) * scale) as usize).min(BINS - 1);
                         let bin = &mut bins[j];
                         bin.count += 1;
                         bin.sum += p;
@@ -168,17 +175,18 @@ impl Window {
                         bin.max = if p > bin.max { p } else { bin.max };
                     }
                 }
-                bins
+                (head, bins)
             })
             .collect();
-        let mut bins = vec![Bin::EMPTY; BINS + 1];
-        for partial in &partials {
-            for (bin, other) in bins.iter_mut().zip(partial) {
+        let mut bins = vec![Bin::EMPTY; BINS + 2];
+        for (head, partial) in &partials {
+            bins[0].merge(head);
+            for (bin, other) in bins[1..].iter_mut().zip(partial) {
                 bin.merge(other);
             }
         }
         if self.tail {
-            bins[BINS] = self.tail_bin::<T>(&bins, row.len(), mu);
+            bins[BINS + 1] = self.tail_bin::<T>(&bins, row.len(), mu);
         }
         bins
     }
@@ -207,10 +215,70 @@ impl Window {
 /// (most blocks of a row lie below it).
 const SKIP_BLOCK: usize = 64;
 
+/// The values of `chunk` above `head` as one bin: sixteen lanes, merged in a fixed order,
+/// vectorised.
+fn above<T: Prob>(chunk: &[T], head: T) -> Bin {
+    #[inline(always)]
+    fn lanes<T: Prob>(chunk: &[T], head: T) -> Bin {
+        const LANES: usize = 16;
+        let (mut count, mut sum) = ([0u32; LANES], [0.0f64; LANES]);
+        let (mut min, mut max) = ([T::ONE; LANES], [T::ZERO; LANES]);
+        let body = chunk.chunks_exact(LANES);
+        let rest = body.remainder();
+        let mut add = |j: usize, p: T| {
+            let inside = p > head;
+            count[j] += inside as u32;
+            min[j] = if inside & (p < min[j]) { p } else { min[j] };
+            max[j] = if inside & (p > max[j]) { p } else { max[j] };
+        };
+        for values in body.clone() {
+            for (j, &p) in values.iter().enumerate() {
+                add(j, p);
+            }
+        }
+        for (j, &p) in rest.iter().enumerate() {
+            add(j, p);
+        }
+        // The f64 sums in a loop of their own: mixed with the input-precision lanes, the
+        // compiler does not vectorise them (p or +0.0 by masking its bits: no branch).
+        let mut add_mass = |j: usize, p: T| {
+            let keep = u64::from(p > head).wrapping_neg();
+            sum[j] += f64::from_bits(p.to_f64().to_bits() & keep);
+        };
+        for values in body {
+            for (j, &p) in values.iter().enumerate() {
+                add_mass(j, p);
+            }
+        }
+        for (j, &p) in rest.iter().enumerate() {
+            add_mass(j, p);
+        }
+        let mut bin = Bin::EMPTY;
+        for j in 0..LANES {
+            if count[j] > 0 {
+                bin.merge(&Bin {
+                    count: count[j] as usize,
+                    sum: sum[j],
+                    min: min[j].to_f64(),
+                    max: max[j].to_f64(),
+                });
+            }
+        }
+        bin
+    }
+    crate::simd::vectorized(
+        #[inline(always)]
+        move || lanes(chunk, head),
+    )
+}
+
 /// Whether any value of `block` lies in `[lo, hi]`: branch-free, vectorised.
 #[inline]
 fn any_inside<T: Prob>(block: &[T], lo: T, hi: T) -> bool {
-    crate::simd::vectorized(move || block.iter().fold(false, |any, &p| any | ((p >= lo) & (p <= hi))))
+    crate::simd::vectorized(
+        #[inline(always)]
+        move || block.iter().fold(false, |any, &p| any | ((p >= lo) & (p <= hi))),
+    )
 }
 
 /// A volume the search scores: `t` pixels of prefix mass `s`, ending at `end`.
@@ -254,6 +322,7 @@ pub fn optimal_cut<T: Prob>(
             lo: f64::NEG_INFINITY,
             hi: f64::INFINITY,
             tail: false,
+            head: f64::INFINITY,
         }
     } else {
         let hi = max.to_f64();
@@ -264,7 +333,16 @@ pub fn optimal_cut<T: Prob>(
         } else {
             0.0
         };
-        Window { lo, hi, tail: true }
+        // Rounded like `lo`, and never below it.
+        let head = objective
+            .likely_selected_above()
+            .map_or(f64::INFINITY, |head| T::from_f64(head).to_f64().max(lo));
+        Window {
+            lo,
+            hi,
+            tail: true,
+            head,
+        }
     };
     for _level in 0..MAX_LEVELS {
         if in_window <= SORT_LIMIT || window.hi <= window.lo {
@@ -301,6 +379,7 @@ pub fn optimal_cut<T: Prob>(
             lo: bins[last.0].min,
             hi: bins[first.0].max,
             tail: false,
+            head: f64::INFINITY,
         };
         in_window = bins[first.0..=last.0].iter().map(|b| b.count).sum();
     }

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::float::Prob;
 use super::objective::RmaObjective;
-use super::torch_sum::torch_sum;
+use super::torch_sum::{torch_sum, BlockPartial, TorchBlocks};
 use super::volume::{optimal_cut, Cut, CHUNK};
 use super::{PredictError, ProbMap};
 
@@ -154,11 +154,7 @@ pub fn search<T: Prob>(
             if !on {
                 return (None, None);
             }
-            // What rankseg divides by, in one pass in the input's precision.
-            let mu_t = crate::simd::vectorized(
-                #[inline(always)]
-                move || torch_sum(row),
-            );
+            let mu_t = scan.torch_mass(row);
             let stats = RowStats {
                 min: T::ZERO,
                 max: scan.max,
@@ -178,10 +174,9 @@ pub fn search<T: Prob>(
 }
 
 /// What one pass in the input precision tells about a row: its largest value, whether
-/// all its values lie in [0, 1] (false for NaN), and the count and approximate mass of
-/// its values above 0.5. Validation and pruning need no more, so only the rows that stay
-/// active pay for f64 sums; the mass above 0.5 only sets the search floor, a hint.
-#[derive(Clone, Copy)]
+/// all its values lie in [0, 1] (false for NaN), its mass in f64, the count and
+/// approximate mass of its values above 0.5 (they only set the search floor, a hint), and
+/// torch's sum block by block (see `TorchBlocks`), for the rows that stay active.
 struct RowScan<T> {
     max: T,
     in_unit: bool,
@@ -189,22 +184,35 @@ struct RowScan<T> {
     /// rankseg's own division uses torch's sum).
     mass: f64,
     above_half: (usize, f64),
+    /// The partials of the row's whole torch-sum blocks, in order (empty where a block
+    /// is longer than a chunk: then the sum takes a pass of its own).
+    torch: Vec<BlockPartial<T>>,
 }
 
 impl<T: Prob> RowScan<T> {
     fn of(row: &[T]) -> Self {
-        let partials: Vec<Self> = row.par_chunks(CHUNK).map(Self::of_chunk).collect();
+        let blocks = TorchBlocks::new::<T>(row.len());
+        let fused = CHUNK % blocks.block_len::<T>() == 0;
+        let partials: Vec<Self> = row
+            .par_chunks(CHUNK)
+            .map(|chunk| Self::of_chunk(chunk, fused.then_some(blocks)))
+            .collect();
         let start = RowScan {
             max: T::ZERO,
             in_unit: true,
             mass: 0.0,
             above_half: (0, 0.0),
+            torch: Vec::new(),
         };
-        partials.into_iter().fold(start, |a, b| RowScan {
-            max: if b.max > a.max { b.max } else { a.max },
-            in_unit: a.in_unit & b.in_unit,
-            mass: a.mass + b.mass,
-            above_half: (a.above_half.0 + b.above_half.0, a.above_half.1 + b.above_half.1),
+        partials.into_iter().fold(start, |mut a, b| {
+            a.torch.extend(b.torch);
+            RowScan {
+                max: if b.max > a.max { b.max } else { a.max },
+                in_unit: a.in_unit & b.in_unit,
+                mass: a.mass + b.mass,
+                above_half: (a.above_half.0 + b.above_half.0, a.above_half.1 + b.above_half.1),
+                torch: a.torch,
+            }
         })
     }
 
@@ -212,11 +220,32 @@ impl<T: Prob> RowScan<T> {
     /// the scan runs at memory speed. A NaN escapes the comparisons but not the mass, so
     /// "in [0, 1]" is min >= 0, max <= 1 and a finite mass: three lane operations, where
     /// a per-value range test costs a mask conversion per value.
-    fn of_chunk(chunk: &[T]) -> Self {
+    fn of_chunk(chunk: &[T], blocks: Option<TorchBlocks>) -> Self {
         crate::simd::vectorized(
             #[inline(always)]
-            move || scan_lanes(chunk),
+            move || {
+                let mut scan = scan_lanes(chunk);
+                if let Some(blocks) = blocks {
+                    let whole = chunk.chunks_exact(blocks.block_len::<T>());
+                    scan.torch = whole.map(|block| blocks.partial(block)).collect();
+                }
+                scan
+            },
         )
+    }
+
+    /// The row's mass as torch sums it: the scan's block partials and the values after
+    /// them, or a pass of its own.
+    fn torch_mass(&self, row: &[T]) -> T {
+        let blocks = TorchBlocks::new::<T>(row.len());
+        if CHUNK % blocks.block_len::<T>() != 0 {
+            return crate::simd::vectorized(
+                #[inline(always)]
+                move || torch_sum(row),
+            );
+        }
+        let rest = &row[blocks.blocks::<T>() * blocks.block_len::<T>()..];
+        blocks.finish(self.torch.iter().copied(), rest)
     }
 }
 
@@ -264,6 +293,7 @@ fn scan_lanes<T: Prob>(chunk: &[T]) -> RowScan<T> {
             count.iter().map(|&n| n as usize).sum(),
             heavy.iter().map(|h| h.to_f64()).sum(),
         ),
+        torch: Vec::new(),
     }
 }
 

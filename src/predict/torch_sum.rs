@@ -123,6 +123,83 @@ impl<T: Prob> TorchSum<T> {
     }
 }
 
+/// Torch's sum split into blocks that can be summed independently (in parallel, fused
+/// into another pass) and combined in order, with the same result bit for bit. A block is
+/// `2^(2 level_power)` groups at a multiple of its length: the cascade's two lowest levels
+/// start it empty and hand it on whole to the third, so its partial (the second level at
+/// its end) depends on its own values only.
+#[derive(Clone, Copy, Debug)]
+pub struct TorchBlocks {
+    n: usize,
+    level_power: usize,
+}
+
+/// One block's contribution to the third level of the cascade.
+pub type BlockPartial<T> = [[T; MAX_LANES]; ILP];
+
+impl TorchBlocks {
+    pub fn new<T: Prob>(n: usize) -> Self {
+        TorchBlocks {
+            n,
+            level_power: TorchSum::<T>::new(n).level_power,
+        }
+    }
+
+    /// Values per block.
+    pub fn block_len<T: Prob>(&self) -> usize {
+        TorchSum::<T>::group_len() << (2 * self.level_power)
+    }
+
+    /// Whole blocks in the row.
+    pub fn blocks<T: Prob>(&self) -> usize {
+        self.n / self.block_len::<T>()
+    }
+
+    /// The partial of one whole block (`block_len` values).
+    #[inline(always)]
+    pub fn partial<T: Prob>(&self, block: &[T]) -> BlockPartial<T> {
+        let zero = [[T::ZERO; MAX_LANES]; ILP];
+        let (mut first, mut second) = (zero, zero);
+        let run = TorchSum::<T>::group_len() << self.level_power;
+        for part in block.chunks_exact(run) {
+            for group in part.chunks_exact(TorchSum::<T>::group_len()) {
+                for (vector, chunk) in first.iter_mut().zip(group.chunks_exact(T::LANES)) {
+                    for (a, &v) in vector.iter_mut().zip(chunk) {
+                        *a = *a + v;
+                    }
+                }
+            }
+            accumulate(&mut second, &first);
+            first = zero;
+        }
+        second
+    }
+
+    /// The row's torch sum from the partials of its whole blocks, in order, and the
+    /// values after them.
+    pub fn finish<T: Prob>(&self, partials: impl IntoIterator<Item = BlockPartial<T>>, rest: &[T]) -> T {
+        let mut sum = TorchSum::<T>::new(self.n);
+        let per_block = 1usize << (2 * self.level_power);
+        for partial in partials {
+            accumulate(&mut sum.acc[2], &partial);
+            sum.fed += per_block;
+            let mask = (1usize << self.level_power) - 1;
+            if sum.fed & (mask << (2 * self.level_power)) == 0 {
+                let (lower, upper) = sum.acc.split_at_mut(3);
+                accumulate(&mut upper[0], &lower[2]);
+                lower[2] = [[T::ZERO; MAX_LANES]; ILP];
+            }
+        }
+        let group = TorchSum::<T>::group_len();
+        let whole = rest.len() / group * group;
+        for values in rest[..whole].chunks_exact(group) {
+            sum.add_group(values);
+            sum.end_group();
+        }
+        sum.finish(&rest[whole..])
+    }
+}
+
 /// `into += from`, lane by lane (unused lanes stay zero).
 fn accumulate<T: Prob>(into: &mut Vectors<T>, from: &Vectors<T>) {
     for (dst, src) in into.iter_mut().zip(from) {
@@ -144,4 +221,47 @@ pub fn torch_sum<T: Prob>(row: &[T]) -> T {
         sum.end_group();
     }
     sum.finish(&row[whole..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocks summed apart and combined give torch's sum bit for bit, at lengths around
+    /// the block and cascade boundaries, in both precisions.
+    #[test]
+    fn blocks_combine_to_the_sequential_sum() {
+        fn check<T: Prob>(n: usize) {
+            let row: Vec<T> = (0..n)
+                .map(|i| T::from_f64(((i as u64 * 2654435761) % 1000) as f64 / 997.0))
+                .collect();
+            let blocks = TorchBlocks::new::<T>(n);
+            let len = blocks.block_len::<T>();
+            let whole = blocks.blocks::<T>() * len;
+            let partials = row[..whole].chunks_exact(len).map(|b| blocks.partial(b));
+            let split = blocks.finish(partials, &row[whole..]);
+            assert_eq!(
+                split.to_f64().to_bits(),
+                torch_sum(&row).to_f64().to_bits(),
+                "n = {n}"
+            );
+        }
+        for n in [
+            0,
+            1,
+            31,
+            32,
+            8191,
+            8192,
+            8193,
+            16384 + 77,
+            262_144,
+            262_144 + 5,
+            2_097_152,
+            3 * 1_048_576 + 13,
+        ] {
+            check::<f32>(n);
+            check::<f64>(n);
+        }
+    }
 }

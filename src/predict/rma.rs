@@ -191,11 +191,10 @@ struct RowScan<T> {
 
 impl<T: Prob> RowScan<T> {
     fn of(row: &[T]) -> Self {
-        let blocks = TorchBlocks::new::<T>(row.len());
-        let fused = CHUNK % blocks.block_len::<T>() == 0;
+        let blocks = chunked_blocks::<T>(row.len());
         let partials: Vec<Self> = row
             .par_chunks(CHUNK)
-            .map(|chunk| Self::of_chunk(chunk, fused.then_some(blocks)))
+            .map(|chunk| Self::of_chunk(chunk, blocks))
             .collect();
         let start = RowScan {
             max: T::ZERO,
@@ -237,16 +236,22 @@ impl<T: Prob> RowScan<T> {
     /// The row's mass as torch sums it: the scan's block partials and the values after
     /// them, or a pass of its own.
     fn torch_mass(&self, row: &[T]) -> T {
-        let blocks = TorchBlocks::new::<T>(row.len());
-        if CHUNK % blocks.block_len::<T>() != 0 {
+        let Some(blocks) = chunked_blocks::<T>(row.len()) else {
             return crate::simd::vectorized(
                 #[inline(always)]
                 move || torch_sum(row),
             );
-        }
+        };
         let rest = &row[blocks.blocks::<T>() * blocks.block_len::<T>()..];
         blocks.finish(self.torch.iter().copied(), rest)
     }
+}
+
+/// The torch-sum blocks of a row of `n` values, where whole blocks tile the scan's chunks
+/// (every row of up to 2^27 values).
+fn chunked_blocks<T: Prob>(n: usize) -> Option<TorchBlocks> {
+    let blocks = TorchBlocks::new::<T>(n);
+    CHUNK.is_multiple_of(blocks.block_len::<T>()).then_some(blocks)
 }
 
 #[inline(always)]

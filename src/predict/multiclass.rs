@@ -387,8 +387,9 @@ fn dense_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u3
             takes_unassigned: candidate.takes_unassigned,
         };
         let (top, winner) = (&mut *top, &mut *winner);
-        // One loop per form of the increment, the form known inside it, so that each
-        // vectorises.
+        // One loop per form of the increment, the form rebuilt from its fields inside it,
+        // so that each is specialised and vectorises (one loop over `increment.at(p)` keeps
+        // the match inside: measured 3x slower on the blocky ADE20K map).
         match candidate.increment {
             Increment::Dice { centre, scale } => class_pass.run(row, count, top, winner, move |p| {
                 Increment::Dice { centre, scale }.at(p)

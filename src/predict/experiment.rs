@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 
-use super::multiclass::selections;
+use super::multiclass::{selections, SEVERAL};
 use super::objective::RmaObjective;
 use super::rma::{self, RmaSearch};
 use super::torch_sum::torch_sum;
@@ -86,8 +86,8 @@ impl Image<'_> {
         // Each class's sole-owned pixels in index order: count and mass, the mass summed as
         // torch sums `prob[c][safe]`.
         let mut alone: Vec<Vec<f32>> = vec![Vec::new(); classes];
-        for (i, (&n, &owner)) in chosen.count.iter().zip(&chosen.first).enumerate() {
-            if n == 1 {
+        for (i, &owner) in chosen.owner.iter().enumerate() {
+            if owner < SEVERAL {
                 alone[owner as usize].push(self.map.row(0, owner as usize)[i]);
             }
         }
@@ -105,16 +105,17 @@ impl Image<'_> {
                 },
             }
         };
-        let pixels = chosen.count.par_iter().zip(&chosen.first);
         labels
             .par_iter_mut()
-            .zip(pixels)
-            .for_each(|(label, (&n, &owner))| {
-                *label = if n == 1 { owner as i64 } else { 0 };
+            .zip(&chosen.owner)
+            .for_each(|(label, &owner)| {
+                *label = if owner < SEVERAL { owner as i64 } else { 0 };
             });
         // Overlaps: torch's argmax over all classes, the first largest. Class by class over
         // chunks of the overlapping pixels, so each class's row is read in order.
-        let overlaps: Vec<usize> = (0..self.map.dim).filter(|&i| chosen.count[i] > 1).collect();
+        let overlaps: Vec<usize> = (0..self.map.dim)
+            .filter(|&i| chosen.owner[i] == SEVERAL)
+            .collect();
         let winners: Vec<(usize, i64)> = overlaps
             .par_chunks(CHUNK)
             .flat_map_iter(|chunk| {

@@ -61,11 +61,17 @@ struct ImageSelection<'a, T> {
     masses: Vec<T>,
 }
 
-/// Per pixel: how many classes selected it, and (when one did) which.
+/// Per pixel, who selected it: `NOBODY`, one class (its index) or `SEVERAL` classes. One
+/// word per pixel, so the passes after the selection read half what a count and an owner
+/// would take.
 pub(super) struct Selections {
-    pub count: Vec<u32>,
-    pub first: Vec<u32>,
+    pub owner: Vec<u32>,
 }
+
+/// No class selected the pixel.
+pub(super) const NOBODY: u32 = u32::MAX;
+/// At least two classes selected the pixel (class indices stay far below).
+pub(super) const SEVERAL: u32 = u32::MAX - 1;
 
 /// Pixels per task of the per-pixel passes: a task's counters and running scores stay in
 /// L1 while each class's row streams past them (fixed, so the split is thread-independent).
@@ -74,64 +80,57 @@ const PIXELS: usize = 4096;
 /// The selections of one image's rows (`cuts[c]` for class c): class by class over
 /// fixed chunks of pixels, so each class's row is read contiguously.
 pub(super) fn selections<T: Prob>(map: &ProbMap<T>, cuts: &[Option<super::Cut<T>>]) -> Selections {
-    let dim = map.dim;
-    let mut count = vec![0u32; dim];
-    let mut first = vec![0u32; dim];
-    count
-        .par_chunks_mut(PIXELS)
-        .zip(first.par_chunks_mut(PIXELS))
-        .enumerate()
-        .for_each(|(k, (count, first))| {
-            let start = k * PIXELS;
-            for (c, cut) in cuts.iter().enumerate() {
-                let Some(cut) = cut else { continue };
-                let row = &map.row(0, c)[start..start + count.len()];
-                let (value, class) = (cut.value, c as u32);
-                // One comparison per pixel, vectorised; with a tie list, the pixels equal
-                // to the cut value are left to it.
-                match &cut.ties {
-                    None => mark(row, count, first, class, move |p| p >= value),
-                    Some(ties) => {
-                        mark(row, count, first, class, move |p| p > value);
-                        let from = ties.partition_point(|&i| (i as usize) < start);
-                        let to = ties.partition_point(|&i| (i as usize) < start + count.len());
-                        for &i in &ties[from..to] {
-                            let j = i as usize - start;
-                            count[j] += 1;
-                            first[j] = class;
-                        }
+    let mut owner = vec![NOBODY; map.dim];
+    owner.par_chunks_mut(PIXELS).enumerate().for_each(|(k, owner)| {
+        let start = k * PIXELS;
+        for (c, cut) in cuts.iter().enumerate() {
+            let Some(cut) = cut else { continue };
+            let row = &map.row(0, c)[start..start + owner.len()];
+            let (value, class) = (cut.value, c as u32);
+            // One comparison per pixel, vectorised; with a tie list, the pixels equal to
+            // the cut value are left to it.
+            match &cut.ties {
+                None => mark(row, owner, class, move |p| p >= value),
+                Some(ties) => {
+                    mark(row, owner, class, move |p| p > value);
+                    let from = ties.partition_point(|&i| (i as usize) < start);
+                    let to = ties.partition_point(|&i| (i as usize) < start + owner.len());
+                    for &i in &ties[from..to] {
+                        let o = &mut owner[i as usize - start];
+                        *o = joined(*o, class);
                     }
                 }
             }
-        });
-    Selections { count, first }
+        }
+    });
+    Selections { owner }
 }
 
-/// Counts the pixels of `row` that `selects` (given the value) in `count`, and makes
-/// `class` their owner.
+/// The owner code of a pixel that `class` selects, given its code so far.
 #[inline(always)]
-fn mark<T: Prob>(row: &[T], count: &mut [u32], owner: &mut [u32], class: u32, selects: impl Fn(T) -> bool) {
+fn joined(owner: u32, class: u32) -> u32 {
+    if owner == NOBODY {
+        class
+    } else {
+        SEVERAL
+    }
+}
+
+/// Adds `class` to the owners of the pixels of `row` that `selects` (given the value).
+#[inline(always)]
+fn mark<T: Prob>(row: &[T], owner: &mut [u32], class: u32, selects: impl Fn(T) -> bool) {
     // The slices go in as arguments of the compiled-again function, where the compiler
     // knows they do not overlap (captured by a closure, it would not, and would not
     // vectorise).
     #[inline(always)]
-    fn each<T: Prob>(
-        row: &[T],
-        count: &mut [u32],
-        owner: &mut [u32],
-        class: u32,
-        selects: impl Fn(T) -> bool,
-    ) {
-        for (&p, (n, o)) in row.iter().zip(count.iter_mut().zip(owner.iter_mut())) {
-            let selected = selects(p);
-            *n += selected as u32;
-            // Only read where exactly one class selected the pixel.
-            *o = if selected { class } else { *o };
+    fn each<T: Prob>(row: &[T], owner: &mut [u32], class: u32, selects: impl Fn(T) -> bool) {
+        for (&p, o) in row.iter().zip(owner.iter_mut()) {
+            *o = if selects(p) { joined(*o, class) } else { *o };
         }
     }
     crate::simd::vectorized(
         #[inline(always)]
-        move || each(row, count, owner, class, selects),
+        move || each(row, owner, class, selects),
     )
 }
 
@@ -170,7 +169,7 @@ impl<'a, T: Prob> ImageSelection<'a, T> {
         let row = self.map.row(0, c);
         crate::simd::vectorized(
             #[inline(always)]
-            move || owned_alone(row, &sel.count, &sel.first, c as u32),
+            move || owned_alone(row, &sel.owner, c as u32),
         )
     }
 
@@ -185,8 +184,8 @@ impl<'a, T: Prob> ImageSelection<'a, T> {
         let selecting: Vec<usize> = self.selecting_classes().map(|(c, _)| c).collect();
         for start in (0..whole).step_by(group) {
             for i in start..start + group {
-                if sel.count[i] == 1 {
-                    let c = sel.first[i] as usize;
+                if sel.owner[i] < SEVERAL {
+                    let c = sel.owner[i] as usize;
                     count[c] += 1;
                     sums[c].add(i - start, self.map.row(0, c)[i]);
                 }
@@ -197,8 +196,8 @@ impl<'a, T: Prob> ImageSelection<'a, T> {
         }
         let mut rest = vec![vec![T::ZERO; dim - whole]; classes];
         for i in whole..dim {
-            if sel.count[i] == 1 {
-                let c = sel.first[i] as usize;
+            if sel.owner[i] < SEVERAL {
+                let c = sel.owner[i] as usize;
                 count[c] += 1;
                 rest[c][i - whole] = self.map.row(0, c)[i];
             }
@@ -231,19 +230,19 @@ impl<'a, T: Prob> ImageSelection<'a, T> {
             .collect();
         labels.par_chunks_mut(PIXELS).enumerate().for_each(|(k, labels)| {
             let start = k * PIXELS;
-            let count = &sel.count[start..start + labels.len()];
+            let owner = &sel.owner[start..start + labels.len()];
             let mut contested = 0;
-            for ((label, &n), &first) in labels.iter_mut().zip(count).zip(&sel.first[start..]) {
-                match n {
-                    1 => *label = i64::from(first),
-                    0 if unassigned.is_empty() => *label = void_index,
-                    _ => contested += 1,
+            for (label, &o) in labels.iter_mut().zip(owner) {
+                match o {
+                    NOBODY if unassigned.is_empty() => *label = void_index,
+                    NOBODY | SEVERAL => contested += 1,
+                    class => *label = i64::from(class),
                 }
             }
             if contested * DENSE_SHARE >= labels.len() {
-                dense_winners(&candidates, start, count, labels);
+                dense_winners(&candidates, start, owner, labels);
             } else if contested > 0 {
-                sparse_winners(&candidates, start, count, labels);
+                sparse_winners(&candidates, start, owner, labels);
             }
         });
     }
@@ -265,11 +264,11 @@ struct Candidate<'a, T> {
 }
 
 impl<T: Prob> Candidate<'_, T> {
-    /// Whether this class may take pixel `i` of value `p` that `count` classes selected
-    /// (0 or at least 2).
+    /// Whether this class may take pixel `i` of value `p` whose owner code is `owner`
+    /// (`NOBODY` or `SEVERAL`).
     #[inline]
-    fn eligible(&self, i: usize, p: T, count: u32) -> bool {
-        if count == 0 {
+    fn eligible(&self, i: usize, p: T, owner: u32) -> bool {
+        if owner == NOBODY {
             self.takes_unassigned
         } else {
             self.cut.is_some_and(|cut| cut.selects(i, p))
@@ -278,17 +277,16 @@ impl<T: Prob> Candidate<'_, T> {
 }
 
 /// The first class with the largest increment, as torch's argmax over classes, for the
-/// contested pixels of the chunk at `start` (`count`: how many classes selected each),
-/// written to `labels`: class by class over a list of them, so each class's row is read
-/// in order.
-fn sparse_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u32], labels: &mut [i64]) {
-    let contested: Vec<usize> = (0..count.len()).filter(|&j| count[j] != 1).collect();
+/// contested pixels (owner `NOBODY` or `SEVERAL`) of the chunk at `start`, written to
+/// `labels`: class by class over a list of them, so each class's row is read in order.
+fn sparse_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, owner: &[u32], labels: &mut [i64]) {
+    let contested: Vec<usize> = (0..owner.len()).filter(|&j| owner[j] >= SEVERAL).collect();
     let mut top = vec![T::ZERO; contested.len()];
     let mut winner = vec![None; contested.len()];
     for candidate in candidates {
         for ((&j, top), winner) in contested.iter().zip(&mut top).zip(&mut winner) {
             let p = candidate.row[start + j];
-            if candidate.eligible(start + j, p, count[j]) {
+            if candidate.eligible(start + j, p, owner[j]) {
                 let score = candidate.increment.at(p);
                 if winner.is_none() || score > *top {
                     (*top, *winner) = (score, Some(candidate.class));
@@ -305,22 +303,19 @@ fn sparse_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u
 
 /// `ImageSelection::owned_alone` on plain slices (inlined into the vectorised version).
 #[inline(always)]
-fn owned_alone<T: Prob>(row: &[T], count: &[u32], first: &[u32], c: u32) -> (usize, T) {
+fn owned_alone<T: Prob>(row: &[T], owner: &[u32], c: u32) -> (usize, T) {
     let dim = row.len();
-    let owned = |i: usize| count[i] == 1 && first[i] == c;
+    let owned = |i: usize| owner[i] == c;
     let group = TorchSum::<T>::group_len();
     let whole = TorchSum::<T>::groups(dim) * group;
     let mut sum = TorchSum::<T>::new(dim);
     let mut owned_count = 0usize;
     let mut values = [T::ZERO; MAX_GROUP_LEN];
     let values = &mut values[..group];
-    let groups = row[..whole]
-        .chunks_exact(group)
-        .zip(count.chunks_exact(group).zip(first.chunks_exact(group)));
-    for (row, (count, first)) in groups {
+    for (row, owner) in row[..whole].chunks_exact(group).zip(owner.chunks_exact(group)) {
         let mut mine = 0u32;
-        for (v, (&p, (&n, &f))) in values.iter_mut().zip(row.iter().zip(count.iter().zip(first))) {
-            let owned = (n == 1) & (f == c);
+        for (v, (&p, &o)) in values.iter_mut().zip(row.iter().zip(owner)) {
+            let owned = o == c;
             mine += owned as u32;
             *v = if owned { p } else { T::ZERO };
         }
@@ -349,17 +344,17 @@ struct ClassPass<T> {
 
 impl<T: Prob> ClassPass<T> {
     #[inline(always)]
-    fn run(&self, row: &[T], count: &[u32], top: &mut [T], winner: &mut [u32], score: impl Fn(T) -> T) {
+    fn run(&self, row: &[T], owner: &[u32], top: &mut [T], winner: &mut [u32], score: impl Fn(T) -> T) {
         let (has_cut, (value, strict)) = (self.cut.is_some(), self.cut.unwrap_or((T::ZERO, false)));
         let (class, takes_unassigned) = (self.class, self.takes_unassigned);
         crate::simd::vectorized(
             #[inline(always)]
             move || {
-                for (((&p, &selectors), top), winner) in
-                    row.iter().zip(count).zip(top.iter_mut()).zip(winner.iter_mut())
+                for (((&p, &o), top), winner) in
+                    row.iter().zip(owner).zip(top.iter_mut()).zip(winner.iter_mut())
                 {
                     let selected = has_cut & ((p > value) | (!strict & (p == value)));
-                    let eligible = ((selectors == 0) & takes_unassigned) | ((selectors >= 2) & selected);
+                    let eligible = ((o == NOBODY) & takes_unassigned) | ((o == SEVERAL) & selected);
                     let score = score(p);
                     let better = eligible & ((*winner == NONE) | (score > *top));
                     *top = if better { score } else { *top };
@@ -373,8 +368,8 @@ impl<T: Prob> ClassPass<T> {
 /// `sparse_winners` over every pixel of the chunk, branch-free and vectorised: the
 /// pixels equal to a cut value with a tie list are left to `Cut::selects` after each
 /// class's pass, so the class order of the updates is kept.
-fn dense_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u32], labels: &mut [i64]) {
-    let n = count.len();
+fn dense_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, owner: &[u32], labels: &mut [i64]) {
+    let n = owner.len();
     let mut top = [T::ZERO; PIXELS];
     let mut winner = [NONE; PIXELS];
     let (top, winner) = (&mut top[..n], &mut winner[..n]);
@@ -391,7 +386,7 @@ fn dense_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u3
         // so that each is specialised and vectorises (one loop over `increment.at(p)` keeps
         // the match inside: measured 3x slower on the blocky ADE20K map).
         match candidate.increment {
-            Increment::Dice { centre, scale } => class_pass.run(row, count, top, winner, move |p| {
+            Increment::Dice { centre, scale } => class_pass.run(row, owner, top, winner, move |p| {
                 Increment::Dice { centre, scale }.at(p)
             }),
             Increment::DiceSmoothed {
@@ -399,7 +394,7 @@ fn dense_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u3
                 mass,
                 product,
                 base,
-            } => class_pass.run(row, count, top, winner, move |p| {
+            } => class_pass.run(row, owner, top, winner, move |p| {
                 Increment::DiceSmoothed {
                     denom,
                     mass,
@@ -408,8 +403,8 @@ fn dense_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u3
                 }
                 .at(p)
             }),
-            Increment::Constant(value) => class_pass.run(row, count, top, winner, move |_| value),
-            Increment::Iou { base, denom } => class_pass.run(row, count, top, winner, move |p| {
+            Increment::Constant(value) => class_pass.run(row, owner, top, winner, move |_| value),
+            Increment::Iou { base, denom } => class_pass.run(row, owner, top, winner, move |p| {
                 Increment::Iou { base, denom }.at(p)
             }),
             Increment::IouScaled {
@@ -417,7 +412,7 @@ fn dense_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u3
                 kept,
                 offset,
                 smooth,
-            } => class_pass.run(row, count, top, winner, move |p| {
+            } => class_pass.run(row, owner, top, winner, move |p| {
                 Increment::IouScaled {
                     denom,
                     kept,
@@ -432,7 +427,7 @@ fn dense_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u3
             let last = ties.partition_point(|&i| (i as usize) < start + n);
             for &i in &ties[first..last] {
                 let j = i as usize - start;
-                if count[j] >= 2 {
+                if owner[j] == SEVERAL {
                     let score = candidate.increment.at(row[j]);
                     if winner[j] == NONE || score > top[j] {
                         (top[j], winner[j]) = (score, class);
@@ -441,8 +436,8 @@ fn dense_winners<T: Prob>(candidates: &[Candidate<T>], start: usize, count: &[u3
             }
         }
     }
-    for ((label, &selectors), &winner) in labels.iter_mut().zip(count).zip(winner.iter()) {
-        if selectors != 1 && winner != NONE {
+    for ((label, &o), &winner) in labels.iter_mut().zip(owner).zip(winner.iter()) {
+        if o >= SEVERAL && winner != NONE {
             *label = i64::from(winner);
         }
     }
@@ -475,7 +470,13 @@ mod tests {
             let rows: Vec<Vec<f32>> = (0..5)
                 .map(|_| (0..n).map(|_| rng.random_range(0..=16) as f32 / 16.0).collect())
                 .collect();
-            let count: Vec<u32> = (0..n).map(|_| rng.random_range(0..4)).collect();
+            let owner: Vec<u32> = (0..n)
+                .map(|_| match rng.random_range(0..4) {
+                    0 => NOBODY,
+                    1 => 2,
+                    _ => SEVERAL,
+                })
+                .collect();
             let cuts: Vec<Option<Cut<f32>>> = (0..5)
                 .map(|c| {
                     let value = rng.random_range(4..=12) as f32 / 16.0;
@@ -499,10 +500,10 @@ mod tests {
                 })
                 .collect();
             let (mut dense, mut sparse) = (vec![-1i64; n], vec![-1i64; n]);
-            dense_winners(&candidates, 0, &count, &mut dense);
-            sparse_winners(&candidates, 0, &count, &mut sparse);
+            dense_winners(&candidates, 0, &owner, &mut dense);
+            sparse_winners(&candidates, 0, &owner, &mut sparse);
             assert_eq!(dense, sparse, "{metric:?} smooth {smooth}");
-            assert!(dense.iter().zip(&count).any(|(&l, &k)| k >= 2 && l > 0));
+            assert!(dense.iter().zip(&owner).any(|(&l, &o)| o == SEVERAL && l > 0));
         }
     }
 }

@@ -91,9 +91,10 @@ pub fn cpu2<K: Kernel2>(
     }
 }
 
-/// Implements `CustomOp1` for a `Kernel1` whose backward is given by `$bwd`.
+/// Implements `CustomOp1` for a `Kernel1`, with the backward `$bwd(op, arg, res,
+/// contiguous grad)` where one is given (a backward half has none).
 macro_rules! custom_op1 {
-    ($ty:ty, $bwd:expr) => {
+    ($ty:ty $(, $bwd:expr)?) => {
         impl candle_core::CustomOp1 for $ty {
             fn name(&self) -> &'static str {
                 <$ty as $crate::train::kernel::Kernel1>::NAME
@@ -105,6 +106,7 @@ macro_rules! custom_op1 {
             ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
                 $crate::train::kernel::cpu1(self, s, l)
             }
+            $(
             fn bwd(
                 &self,
                 arg: &candle_core::Tensor,
@@ -119,14 +121,15 @@ macro_rules! custom_op1 {
                 ) -> candle_core::Result<candle_core::Tensor> = $bwd;
                 f(self, arg, res, &grad.contiguous()?).map(Some)
             }
+            )?
         }
     };
 }
 
-/// Implements `CustomOp2` for a `Kernel2`: forward only (the backward halves), or with
-/// the backward `$bwd(op, arg1, arg2, res, contiguous grad)` giving both input grads.
+/// Implements `CustomOp2` for a `Kernel2`, with the backward `$bwd(op, arg1, arg2, res,
+/// contiguous grad)` giving both input grads where one is given.
 macro_rules! custom_op2 {
-    ($ty:ty, $bwd:expr) => {
+    ($ty:ty $(, $bwd:expr)?) => {
         impl candle_core::CustomOp2 for $ty {
             fn name(&self) -> &'static str {
                 <$ty as $crate::train::kernel::Kernel2>::NAME
@@ -140,6 +143,7 @@ macro_rules! custom_op2 {
             ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
                 $crate::train::kernel::cpu2(self, s1, l1, s2, l2)
             }
+            $(
             fn bwd(
                 &self,
                 arg1: &candle_core::Tensor,
@@ -157,42 +161,9 @@ macro_rules! custom_op2 {
                 let (g1, g2) = f(self, arg1, arg2, res, &grad.contiguous()?)?;
                 Ok((Some(g1), Some(g2)))
             }
-        }
-    };
-    ($ty:ty) => {
-        impl candle_core::CustomOp2 for $ty {
-            fn name(&self) -> &'static str {
-                <$ty as $crate::train::kernel::Kernel2>::NAME
-            }
-            fn cpu_fwd(
-                &self,
-                s1: &candle_core::CpuStorage,
-                l1: &candle_core::Layout,
-                s2: &candle_core::CpuStorage,
-                l2: &candle_core::Layout,
-            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-                $crate::train::kernel::cpu2(self, s1, l1, s2, l2)
-            }
+            )?
         }
     };
 }
 
-/// Implements `CustomOp1` without backward for a `Kernel1` (a backward half of one input).
-macro_rules! custom_op1_no_bwd {
-    ($ty:ty) => {
-        impl candle_core::CustomOp1 for $ty {
-            fn name(&self) -> &'static str {
-                <$ty as $crate::train::kernel::Kernel1>::NAME
-            }
-            fn cpu_fwd(
-                &self,
-                s: &candle_core::CpuStorage,
-                l: &candle_core::Layout,
-            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-                $crate::train::kernel::cpu1(self, s, l)
-            }
-        }
-    };
-}
-
-pub(crate) use {custom_op1, custom_op1_no_bwd, custom_op2};
+pub(crate) use {custom_op1, custom_op2};

@@ -8,7 +8,7 @@
 use candle_core::{bail, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{custom_op1, custom_op1_no_bwd, custom_op2, lit, Kernel1, Kernel2, Real};
+use super::kernel::{custom_op1, custom_op2, lit, Kernel1, Kernel2, Real};
 
 /// A pool's geometry (square or not), as torch's `kernel_size`, `stride`, `padding`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -293,7 +293,7 @@ impl Kernel1 for AvgBackward {
     }
 }
 
-custom_op1_no_bwd!(AvgBackward);
+custom_op1!(AvgBackward);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@
 use candle_core::{bail, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernel::{custom_op1, custom_op1_no_bwd, fmax, fmin, lit, Kernel1, Real};
+use super::kernel::{custom_op1, fmax, fmin, lit, Kernel1, Real};
 
 /// One output index's two source indices and their weights along an axis.
 #[derive(Clone, Copy)]
@@ -148,7 +148,7 @@ impl Kernel1 for Backward {
     }
 }
 
-custom_op1_no_bwd!(Backward);
+custom_op1!(Backward);
 
 #[cfg(test)]
 mod tests {

@@ -9,90 +9,86 @@ use super::torch_sum::{torch_sum, BlockPartial, TorchBlocks};
 use super::volume::{optimal_cut, Cut, CHUNK};
 use super::{PredictError, ProbMap};
 
-/// One pass over a row: what pruning, validation and the objective need.
-#[derive(Clone, Copy, Debug)]
+/// One pass over a row: what validation, pruning and the objective need.
+#[derive(Clone, Debug)]
 pub struct RowStats<T> {
     pub min: T,
     pub max: T,
-    /// The row's probability mass, accumulated in f64 (non-finite if any value is).
+    /// The row's probability mass in f64, in a fixed order of partial sums (non-finite if
+    /// any value is); the search screens with it, rankseg's own division uses torch's sum.
     pub mass: f64,
-    /// Count and mass of the pixels above 0.5: a volume whose score bounds the optimum's
-    /// threshold from below, so the search can skip the many tiny probabilities.
+    /// Count and approximate mass of the pixels above 0.5: a volume whose score bounds the
+    /// optimum's threshold from below, so the search can skip the many tiny probabilities.
     pub above_half: (usize, f64),
+    /// The partials of the row's whole torch-sum blocks, in order (see `TorchBlocks`):
+    /// empty unless asked for, or where a block is longer than a chunk (then the sum takes
+    /// a pass of its own).
+    torch: Vec<BlockPartial<T>>,
 }
 
 impl<T: Prob> RowStats<T> {
-    const EMPTY: Self = RowStats {
-        min: T::ONE,
-        max: T::ZERO,
-        mass: 0.0,
-        above_half: (0, 0.0),
-    };
+    pub fn of(row: &[T]) -> Self {
+        Self::scan(row, None)
+    }
 
-    fn merge(self, other: Self) -> Self {
-        RowStats {
-            min: if other.min < self.min { other.min } else { self.min },
-            max: if other.max > self.max { other.max } else { self.max },
-            mass: self.mass + other.mass,
-            above_half: (
-                self.above_half.0 + other.above_half.0,
-                self.above_half.1 + other.above_half.1,
+    /// `of`, carrying torch's sum of the row in block partials.
+    fn with_torch_sum(row: &[T]) -> Self {
+        Self::scan(row, chunked_blocks::<T>(row.len()))
+    }
+
+    fn scan(row: &[T], blocks: Option<TorchBlocks>) -> Self {
+        let partials: Vec<Self> = row
+            .par_chunks(CHUNK)
+            .map(|chunk| Self::of_chunk(chunk, blocks))
+            .collect();
+        let start = RowStats {
+            min: T::ONE,
+            max: T::ZERO,
+            mass: 0.0,
+            above_half: (0, 0.0),
+            torch: Vec::new(),
+        };
+        partials.into_iter().fold(start, |mut a, b| {
+            a.torch.extend(b.torch);
+            RowStats {
+                min: if b.min < a.min { b.min } else { a.min },
+                max: if b.max > a.max { b.max } else { a.max },
+                mass: a.mass + b.mass,
+                above_half: (a.above_half.0 + b.above_half.0, a.above_half.1 + b.above_half.1),
+                torch: a.torch,
+            }
+        })
+    }
+
+    /// Sixteen interleaved lanes, branch-free, compiled for the widest vector unit, so
+    /// the scan runs at memory speed. A NaN escapes the min and max but not the mass.
+    fn of_chunk(chunk: &[T], blocks: Option<TorchBlocks>) -> Self {
+        crate::simd::vectorized(
+            #[inline(always)]
+            move || {
+                let mut stats = scan_lanes(chunk);
+                if let Some(blocks) = blocks {
+                    let whole = chunk.chunks_exact(blocks.block_len::<T>());
+                    stats.torch = whole.map(|block| blocks.partial(block)).collect();
+                }
+                stats
+            },
+        )
+    }
+
+    /// The row's mass as torch sums it: the block partials and the values after them, or
+    /// a pass of its own.
+    fn torch_mass(&self, row: &[T]) -> T {
+        match chunked_blocks::<T>(row.len()) {
+            Some(blocks) if self.torch.len() == blocks.blocks::<T>() => {
+                let rest = &row[blocks.blocks::<T>() * blocks.block_len::<T>()..];
+                blocks.finish(self.torch.iter().copied(), rest)
+            }
+            _ => crate::simd::vectorized(
+                #[inline(always)]
+                move || torch_sum(row),
             ),
         }
-    }
-
-    pub fn of(row: &[T]) -> Self {
-        let partials: Vec<Self> = row.par_chunks(CHUNK).map(Self::of_chunk).collect();
-        partials.into_iter().fold(Self::EMPTY, Self::merge)
-    }
-
-    /// One chunk, in `LANES` interleaved accumulators merged in a fixed order: the f64
-    /// sums then vectorise (one running sum would wait on each addition). The masses are
-    /// only screening inputs and the f64 order changes them by far less than the input
-    /// precision resolves, so no output depends on the order. Four lanes keep the five
-    /// accumulators in registers on baseline x86-64 (eight spill them).
-    fn of_chunk(chunk: &[T]) -> Self {
-        const LANES: usize = 4;
-        let half = T::from_f64(0.5);
-        let whole = chunk.len() / LANES * LANES;
-        let (body, rest) = chunk.split_at(whole);
-        let (mut min, mut max) = ([chunk[0]; LANES], [chunk[0]; LANES]);
-        let (mut mass, mut heavy) = ([0.0f64; LANES], [0.0f64; LANES]);
-        // A chunk has at most CHUNK (< 2^32) pixels.
-        let mut count = [0u32; LANES];
-        for values in body.chunks_exact(LANES) {
-            for j in 0..LANES {
-                let p = values[j];
-                min[j] = if p < min[j] { p } else { min[j] };
-                max[j] = if p > max[j] { p } else { max[j] };
-                let x = p.to_f64();
-                mass[j] += x;
-                let above = p > half;
-                count[j] += above as u32;
-                // x or +0.0 by masking its bits: the conditional sum without a branch or
-                // a conversion, so the loop vectorises.
-                let keep = u64::from(above).wrapping_neg();
-                heavy[j] += f64::from_bits(x.to_bits() & keep);
-            }
-        }
-        let lane = |j: usize| RowStats {
-            min: min[j],
-            max: max[j],
-            mass: mass[j],
-            above_half: (count[j] as usize, heavy[j]),
-        };
-        let mut stats = (0..LANES).map(lane).fold(Self::EMPTY, Self::merge);
-        for &p in rest {
-            let x = p.to_f64();
-            let above = p > half;
-            stats = stats.merge(RowStats {
-                min: p,
-                max: p,
-                mass: x,
-                above_half: (above as usize, if above { x } else { 0.0 }),
-            });
-        }
-        stats
     }
 
     /// The value below which the volume search may set pixels aside (see
@@ -138,12 +134,8 @@ pub fn search<T: Prob>(
     objective: &RmaObjective,
     pruning_prob: f64,
 ) -> Result<RmaSearch<T>, PredictError> {
-    let scans: Vec<RowScan<T>> = map.rows().map(RowScan::of).collect();
-    if scans.iter().any(|scan| !scan.in_unit) {
-        // The full statistics name the offending value as rankseg does.
-        let stats: Vec<RowStats<T>> = map.rows().map(RowStats::of).collect();
-        RowStats::check(&stats)?;
-    }
+    let scans: Vec<RowStats<T>> = map.rows().map(RowStats::with_torch_sum).collect();
+    RowStats::check(&scans)?;
     // rankseg compares in the input's precision: `max p > float32(pruning_prob)`.
     let pruning = T::from_f64(pruning_prob);
     let active: Vec<bool> = scans.iter().map(|scan| scan.max > pruning).collect();
@@ -155,13 +147,7 @@ pub fn search<T: Prob>(
                 return (None, None);
             }
             let mu_t = scan.torch_mass(row);
-            let stats = RowStats {
-                min: T::ZERO,
-                max: scan.max,
-                mass: scan.mass,
-                above_half: scan.above_half,
-            };
-            let floor = stats.search_floor(objective);
+            let floor = scan.search_floor(objective);
             let cut = optimal_cut(row, scan.max, (scan.mass, mu_t), floor, objective);
             (cut, Some(mu_t))
         })
@@ -173,80 +159,6 @@ pub fn search<T: Prob>(
     })
 }
 
-/// What one pass in the input precision tells about a row: its largest value, whether
-/// all its values lie in [0, 1] (false for NaN), its mass in f64, the count and
-/// approximate mass of its values above 0.5 (they only set the search floor, a hint), and
-/// torch's sum block by block (see `TorchBlocks`), for the rows that stay active.
-struct RowScan<T> {
-    max: T,
-    in_unit: bool,
-    /// The mass in f64, in a fixed order of partial sums (the search screens with it;
-    /// rankseg's own division uses torch's sum).
-    mass: f64,
-    above_half: (usize, f64),
-    /// The partials of the row's whole torch-sum blocks, in order (empty where a block
-    /// is longer than a chunk: then the sum takes a pass of its own).
-    torch: Vec<BlockPartial<T>>,
-}
-
-impl<T: Prob> RowScan<T> {
-    fn of(row: &[T]) -> Self {
-        let blocks = chunked_blocks::<T>(row.len());
-        let partials: Vec<Self> = row
-            .par_chunks(CHUNK)
-            .map(|chunk| Self::of_chunk(chunk, blocks))
-            .collect();
-        let start = RowScan {
-            max: T::ZERO,
-            in_unit: true,
-            mass: 0.0,
-            above_half: (0, 0.0),
-            torch: Vec::new(),
-        };
-        partials.into_iter().fold(start, |mut a, b| {
-            a.torch.extend(b.torch);
-            RowScan {
-                max: if b.max > a.max { b.max } else { a.max },
-                in_unit: a.in_unit & b.in_unit,
-                mass: a.mass + b.mass,
-                above_half: (a.above_half.0 + b.above_half.0, a.above_half.1 + b.above_half.1),
-                torch: a.torch,
-            }
-        })
-    }
-
-    /// Sixteen interleaved lanes, branch-free, compiled for the widest vector unit, so
-    /// the scan runs at memory speed. A NaN escapes the comparisons but not the mass, so
-    /// "in [0, 1]" is min >= 0, max <= 1 and a finite mass: three lane operations, where
-    /// a per-value range test costs a mask conversion per value.
-    fn of_chunk(chunk: &[T], blocks: Option<TorchBlocks>) -> Self {
-        crate::simd::vectorized(
-            #[inline(always)]
-            move || {
-                let mut scan = scan_lanes(chunk);
-                if let Some(blocks) = blocks {
-                    let whole = chunk.chunks_exact(blocks.block_len::<T>());
-                    scan.torch = whole.map(|block| blocks.partial(block)).collect();
-                }
-                scan
-            },
-        )
-    }
-
-    /// The row's mass as torch sums it: the scan's block partials and the values after
-    /// them, or a pass of its own.
-    fn torch_mass(&self, row: &[T]) -> T {
-        let Some(blocks) = chunked_blocks::<T>(row.len()) else {
-            return crate::simd::vectorized(
-                #[inline(always)]
-                move || torch_sum(row),
-            );
-        };
-        let rest = &row[blocks.blocks::<T>() * blocks.block_len::<T>()..];
-        blocks.finish(self.torch.iter().copied(), rest)
-    }
-}
-
 /// The torch-sum blocks of a row of `n` values, where whole blocks tile the scan's chunks
 /// (every row of up to 2^27 values).
 fn chunked_blocks<T: Prob>(n: usize) -> Option<TorchBlocks> {
@@ -255,7 +167,7 @@ fn chunked_blocks<T: Prob>(n: usize) -> Option<TorchBlocks> {
 }
 
 #[inline(always)]
-fn scan_lanes<T: Prob>(chunk: &[T]) -> RowScan<T> {
+fn scan_lanes<T: Prob>(chunk: &[T]) -> RowStats<T> {
     const LANES: usize = 16;
     let half = T::from_f64(0.5);
     let (mut max, mut min) = ([T::ZERO; LANES], [T::ONE; LANES]);
@@ -290,9 +202,9 @@ fn scan_lanes<T: Prob>(chunk: &[T]) -> RowScan<T> {
     let max = max.into_iter().fold(T::ZERO, |a, b| if b > a { b } else { a });
     let min = min.into_iter().fold(T::ONE, |a, b| if b < a { b } else { a });
     let mass: f64 = mass.iter().sum();
-    RowScan {
+    RowStats {
+        min,
         max,
-        in_unit: min >= T::ZERO && max <= T::ONE && mass.is_finite(),
         mass,
         above_half: (
             count.iter().map(|&n| n as usize).sum(),

@@ -63,10 +63,10 @@ impl RmaObjective {
     /// Only a hint for where the search bins finely; `None` where that threshold says
     /// nothing (smoothed Dice).
     pub fn likely_selected_above(&self) -> Option<f64> {
+        // Dice: score / 2; IoU: score / (1 + score); both 1/2 at score 1.
         match self.metric {
             Metric::Dice if self.smooth != 0.0 => None,
-            Metric::Dice => Some(0.5),
-            Metric::Iou => Some(1.0 / (1.0 + 1.0)),
+            Metric::Dice | Metric::Iou => Some(0.5),
         }
     }
 
